@@ -1,0 +1,15 @@
+"""Import every experiment module so that each registers itself.
+
+A module listed here whose optional requirement is missing is skipped with a warning by
+``experiments.registry`` callers; add new experiment modules to ``MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+MODULES: list[str] = []
+MODULES += ["convergence"]
+
+for _module in MODULES:
+    importlib.import_module(f"experiments.{_module}")

@@ -1,0 +1,324 @@
+"""The ``lottery-lab`` command line: list, run, plot, validate and report experiments.
+
+``lottery-lab run NAME|all [--quick|--full]`` runs the grid (resuming saved rows), draws
+``figures/NAME.png``/``.pdf``, writes ``results/NAME/validate.json`` and prints the verdicts.
+``plot`` and ``validate`` work from the saved rows only; ``report`` prints every verdict.
+User errors (unknown names, keys or values) print one line ``lottery-lab: error: ...`` listing
+what is allowed and exit with status 2; failed trials exit with status 1; a verdict of "fail" is
+a scientific result, not an error, and exits with 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from . import engine
+from .registry import Experiment, all_experiments
+
+PROG = "lottery-lab"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``lottery-lab: error: MESSAGE`` and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _n_jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer or -1 (all cores), got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
+def _add_selection(parser: argparse.ArgumentParser, *, saved_default: bool) -> None:
+    default = "the last run's" if saved_default else None
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="size", action="store_const", const="quick",
+                      help="the quick grid (" + (f"default: {default} size)" if default
+                                                   else "the default)"))
+    size.add_argument("--full", dest="size", action="store_const", const="full",
+                      help="the paper's full grid")
+    parser.add_argument("--seed", type=_non_negative, default=None, metavar="S",
+                        help=f"master seed (default: {default or 0})")
+    parser.add_argument("--trials", type=_positive, default=None, metavar="T",
+                        help="trials per cell (default: the size's own)")
+    parser.add_argument("--set", dest="sets", action="extend", nargs="+", default=[],
+                        metavar="KEY=VALUE",
+                        help="override a grid parameter list, e.g. --set r=20,50 beta=0.5 "
+                             "(with `run all`, in the experiments that have the key)")
+    parser.add_argument("--out", default=".", metavar="DIR",
+                        help="root of results/ and figures/ (default: current directory)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sparse_teacher import __version__
+
+    parser = _Parser(prog=PROG, description="Numerical checks of lottery-ticket theory: run "
+                     "the experiments, draw the figures, check the claims.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    commands.add_parser("list", help="every experiment: paper figure, grid sizes, cost")
+
+    run = commands.add_parser("run", help="run an experiment (or all), then plot and validate")
+    run.add_argument("name", metavar="NAME|all")
+    _add_selection(run, saved_default=False)
+    run.add_argument("--n-jobs", type=_n_jobs, default=1, metavar="N",
+                     help="parallel workers (-1: all cores; default 1, in-process; with "
+                          "--backend dask and no --scheduler, the LocalCluster's workers)")
+    run.add_argument("--backend", choices=engine.BACKENDS, default="loky",
+                     help="joblib backend (default loky; dask runs on --scheduler or a "
+                          "LocalCluster)")
+    run.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                     help="Dask scheduler address, e.g. tcp://host:8786 (with --backend dask)")
+    run.add_argument("--force", action="store_true", help="delete saved rows and start over")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    for name, text in (("plot", "draw figures/NAME.png and .pdf from saved rows"),
+                       ("validate", "evaluate the claims on saved rows, write validate.json")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("name", metavar="NAME")
+        _add_selection(sub, saved_default=True)
+
+    report = commands.add_parser("report", help="one table of every claim and verdict")
+    report.add_argument("--out", default=".", metavar="DIR",
+                        help="root of results/ (default: current directory)")
+    return parser
+
+
+def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """Left-aligned plain-text table."""
+    cells = [[str(h) for h in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _missing_requirements(experiment: Experiment) -> list[str]:
+    return [m for m in experiment.requires if importlib.util.find_spec(m) is None]
+
+
+def _experiment(name: str, *, allow_all: bool = False) -> Experiment:
+    experiments = all_experiments()
+    if name not in experiments:
+        known = (["all"] if allow_all else []) + sorted(experiments)
+        raise ValueError(f"unknown experiment {name!r}; choose from: "
+                         f"{', '.join(known) if known else '(none registered)'}")
+    return experiments[name]
+
+
+def _selection(experiment: Experiment, args: argparse.Namespace, *, strict: bool,
+               saved_default: bool) -> engine.Selection:
+    if saved_default and args.size is None and args.seed is None and args.trials is None \
+            and not args.sets:
+        return engine.saved_selection(experiment, args.out)
+    size = args.size or "quick"
+    raw = engine.split_set_items(args.sets)
+    overrides = engine.coerce_overrides(experiment, size, raw, strict=strict)
+    return engine.Selection(size=size, seed=args.seed or 0, trials=args.trials,
+                            overrides=overrides)
+
+
+def _print_claims(name: str, claims: Sequence[dict[str, Any]]) -> None:
+    rows = [[c["claim"], c["predicted"], c["measured"], c["verdict"]] for c in claims]
+    print(f"{name}: claims")
+    print(format_table(rows, ["claim", "predicted", "measured", "verdict"]))
+
+
+def selection_flags(selection: engine.Selection, out: str = ".") -> str:
+    """The ``run`` options that reproduce ``selection``, e.g. ``--full --seed 3 --set r=20,50``."""
+    flags = [f"--{selection.size}"]
+    if selection.seed:
+        flags.append(f"--seed {selection.seed}")
+    if selection.trials is not None:
+        flags.append(f"--trials {selection.trials}")
+    if selection.overrides:
+        flags.append("--set " + " ".join(f"{k}={','.join(map(str, v))}"
+                                         for k, v in selection.overrides.items()))
+    if out != ".":
+        flags.append(f"--out {out}")
+    return " ".join(flags)
+
+
+def _warn_missing(name: str, selection: engine.Selection, out: str) -> None:
+    _, missing = engine.selected_runs(name, selection, out)
+    if missing:
+        print(f"{PROG}: warning: {missing} trials of the {selection.size} grid of {name!r} are "
+              f"not saved; `{PROG} run {name} {selection_flags(selection, out)}` completes them",
+              file=sys.stderr)
+
+
+def _plot_and_validate(experiment: Experiment, selection: engine.Selection, out: str) -> int:
+    try:
+        paths = engine.plot_experiment(experiment, selection, out)
+        claims = engine.validate_experiment(experiment, selection, out)
+    except engine.ExperimentError:  # a bug in the experiment's plot or claims: show it, go on
+        print(f"{PROG}: plot/claims of {experiment.name!r} raised:", file=sys.stderr)
+        traceback.print_exc()
+        return 1
+    print(f"{experiment.name}: figure {paths[0]} and {paths[1].name}")
+    _print_claims(experiment.name, claims)
+    return 0
+
+
+def _run_one(experiment: Experiment, selection: engine.Selection,
+             args: argparse.Namespace) -> int:
+    report = engine.run_experiment(experiment, selection, out=args.out, n_jobs=args.n_jobs,
+                                   backend=args.backend, scheduler=args.scheduler,
+                                   force=args.force, progress=not args.no_progress)
+    print(f"{experiment.name}: {report.n_tasks} trials ({selection.size}, seed "
+          f"{selection.seed}): {report.n_cached} already saved, {report.n_new} new, "
+          f"{len(report.failures)} failed, {report.wall_time_s:.1f} s")
+    if report.failures:
+        store = engine.RunStore(args.out, experiment.name)
+        print(f"{PROG}: {len(report.failures)} trials of {experiment.name!r} failed (not "
+              f"saved; details in {store.failures_path}; run again to retry them):",
+              file=sys.stderr)
+        for failure in report.failures:
+            print(f"  {failure.summary()}", file=sys.stderr)
+        return 1
+    return _plot_and_validate(experiment, selection, args.out)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.scheduler and args.backend != "dask":
+        raise ValueError("--scheduler needs --backend dask")
+    if args.name != "all":
+        experiment = _experiment(args.name, allow_all=True)
+        missing = _missing_requirements(experiment)
+        if missing:
+            raise ValueError(f"experiment {experiment.name!r} requires {', '.join(missing)}, "
+                             f"which is not installed")
+        return _run_one(experiment, _selection(experiment, args, strict=True,
+                                               saved_default=False), args)
+    experiments = all_experiments()
+    if not experiments:
+        raise ValueError("no experiments are registered (see experiments/catalog.py)")
+    size = args.size or "quick"
+    raw = engine.split_set_items(args.sets)
+    known = sorted({k for e in experiments.values() for k in engine.grid_keys(e.size(size))})
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ValueError(f"unknown --set key {unknown[0]!r} for every experiment; allowed keys: "
+                         f"{', '.join(known)}")
+    selections = {name: _selection(e, args, strict=False, saved_default=False)
+                  for name, e in sorted(experiments.items())}
+    status = 0
+    for name, experiment in sorted(experiments.items()):
+        missing = _missing_requirements(experiment)
+        if missing:
+            print(f"{name}: skipped, requires {', '.join(missing)} (not installed)")
+            continue
+        status = max(status, _run_one(experiment, selections[name], args))
+    print()
+    if len(engine.collect_verdicts(args.out)):
+        _cmd_report(args)
+    return status
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    rows = []
+    for name, e in sorted(all_experiments().items()):
+        sizes = []
+        for which in ("quick", "full"):
+            size = e.size(which)
+            cells = len(engine.expand_cells(e, engine.Selection(which)))
+            estimate = f", {size.estimate}" if size.estimate else ""
+            sizes.append(f"{cells} x {size.trials} = {cells * size.trials}{estimate}")
+        missing = _missing_requirements(e)
+        rows.append([name, e.paper, *sizes, ", ".join(missing) or "-"])
+    if not rows:
+        print("no experiments registered")
+        return 0
+    print(format_table(rows, ["name", "paper / figure", "quick: cells x trials = rows",
+                              "full: cells x trials = rows", "missing requirements"]))
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    experiment = _experiment(args.name)
+    selection = _selection(experiment, args, strict=True, saved_default=True)
+    _warn_missing(experiment.name, selection, args.out)
+    paths = engine.plot_experiment(experiment, selection, args.out)
+    print(f"{experiment.name}: figure {paths[0]} and {paths[1].name}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    experiment = _experiment(args.name)
+    selection = _selection(experiment, args, strict=True, saved_default=True)
+    _warn_missing(experiment.name, selection, args.out)
+    claims = engine.validate_experiment(experiment, selection, args.out)
+    _print_claims(experiment.name, claims)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    table = engine.collect_verdicts(args.out)
+    if not len(table):
+        raise ValueError(f"no results/*/validate.json under {args.out!r}; run `{PROG} run all "
+                         f"--quick` first")
+    print(format_table(table.to_numpy().tolist(), list(table.columns)))
+    n_pass = int((table["verdict"] == "pass").sum())
+    print(f"{len(table)} claims: {n_pass} pass, {len(table) - n_pass} fail")
+    return 0
+
+
+COMMANDS = {"list": _cmd_list, "run": _cmd_run, "plot": _cmd_plot, "validate": _cmd_validate,
+            "report": _cmd_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lottery-lab``; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a one-line usage error
+        return int(exc.code or 0)
+    try:
+        return COMMANDS[args.command](args)
+    except ValueError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished rows are saved, run the same command again to "
+              f"resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Readers for the IDX files of MNIST and Fashion-MNIST (plain NumPy, no torch needed).
+
+Format (LeCun's MNIST page): a big-endian header ``0x00 0x00 <dtype code> <ndim>``, then ``ndim``
+big-endian uint32 sizes, then the data. Files may be gzipped (``.gz``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+DATA_ENV = "LOTTERY_LAB_DATA"
+MNIST_FILES = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (optionally gzipped) into a NumPy array of its stored shape."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4]!r})")
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int(s) for s in np.frombuffer(raw[4:header], dtype=">u4"))
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(f"{path}: header says shape {shape} ({expected} bytes) but the file holds "
+                         f"{len(raw) - header} bytes of data")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write ``array`` as an IDX file (gzipped when the name ends in .gz); used to make test files."""
+    path = Path(path)
+    codes = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_DTYPES.items()}
+    arr = np.asarray(array)
+    code = codes.get(arr.dtype)
+    if code is None:
+        raise ValueError(f"array dtype {arr.dtype} has no IDX code; allowed: "
+                         f"{sorted(str(d) for d in codes)}")
+    header = bytes([0, 0, code, arr.ndim]) + np.asarray(arr.shape, dtype=">u4").tobytes()
+    payload = header + arr.astype(np.dtype(_IDX_DTYPES[code])).tobytes()
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as fh:
+        fh.write(payload)
+
+
+def default_data_dir() -> Path:
+    """``$LOTTERY_LAB_DATA`` if set, else ``<repo>/../shared/data`` if it exists, else ``~/.cache``."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if shared.is_dir():
+        return shared
+    return Path.home() / ".cache" / "lottery-lab" / "data"
+
+
+def find_idx_file(directory: str | os.PathLike, stem: str) -> Path | None:
+    """Locate ``stem`` or ``stem.gz`` in ``directory`` or its ``raw/`` subfolder (torchvision layout)."""
+    directory = Path(directory)
+    for folder in (directory, directory / "raw"):
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def load_mnist_split(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, 28, 28) uint8 and labels (n,) of the MNIST ``split`` ("train" or "test").
+
+    Raises ``FileNotFoundError`` naming the missing files and the folder searched.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    paths = {}
+    for kind in ("images", "labels"):
+        stem = MNIST_FILES[(split, kind)]
+        found = find_idx_file(directory, stem)
+        if found is None:
+            raise FileNotFoundError(
+                f"MNIST {split} {kind} not found: put {stem} or {stem}.gz in {Path(directory)} "
+                f"(or its raw/ subfolder), or point ${DATA_ENV} at the folder that holds them")
+        paths[kind] = found
+    images, labels = read_idx(paths["images"]), read_idx(paths["labels"])
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels")
+    return images, labels

@@ -1,0 +1,86 @@
+"""A student's training problem laid out for the kernels.
+
+The kernels never touch the full (N, d) input matrix. They read ``XU = X[:, U]`` with
+``U = union_j Omega_j`` (p = |U| <= min(d, K r) columns) and ``loc`` (K, r), the positions of each
+``Omega_j`` inside the sorted U, so that ``x_n[Omega_j] = XU[n, loc[j]]``. Each sample's gathered
+inputs are then one contiguous row of p doubles, read once per iteration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from ._validation import check_array
+from .teacher import validate_supports
+
+
+@dataclass(frozen=True)
+class StudentProblem:
+    """Training data of one student: ``XU`` (N, p), ``loc`` (K, r), labels ``y`` (N,)."""
+
+    XU: np.ndarray
+    loc: np.ndarray
+    y: np.ndarray
+    supports: np.ndarray
+    union: np.ndarray
+    d: int
+
+    @classmethod
+    def from_data(cls, X: np.ndarray, y: np.ndarray, supports: np.ndarray) -> StudentProblem:
+        """Validate ``X`` (N, d), ``y`` (N,) and ``supports`` (K, r) and gather the union columns."""
+        X = check_array("X", X, ndim=2)
+        N, d = X.shape
+        if N < 1:
+            raise ValueError(f"X must hold at least one sample (N >= 1), got N = {N}")
+        y = check_array("y", y, ndim=1)
+        if y.shape[0] != N:
+            raise ValueError(f"y has {y.shape[0]} entries but X has N = {N} rows; they must match")
+        supports = validate_supports(supports, d)
+        union = np.unique(supports)
+        loc = np.searchsorted(union, supports).astype(np.int64)
+        XU = np.ascontiguousarray(X[:, union])
+        return cls(XU=XU, loc=loc, y=y, supports=supports, union=union, d=d)
+
+    @property
+    def N(self) -> int:  # noqa: N802
+        return int(self.XU.shape[0])
+
+    @property
+    def K(self) -> int:  # noqa: N802
+        return int(self.loc.shape[0])
+
+    @property
+    def r(self) -> int:
+        return int(self.loc.shape[1])
+
+    @property
+    def p(self) -> int:
+        return int(self.XU.shape[1])
+
+    @property
+    def shared_support(self) -> bool:
+        """True when every neuron reads the same coordinates (the dense case r = d among them)."""
+        return self.p == self.r
+
+    @cached_property
+    def kernel_inputs(self) -> np.ndarray:
+        """Inputs of the single-start kernel: gathered (K, N, r), or ``XU[None]`` (1, N, r) when
+        all neurons share one support (then no copy is made)."""
+        if self.shared_support:
+            return self.XU[None]
+        return self.gathered()
+
+    def gathered(self) -> np.ndarray:
+        """The (K, N, r) gathered inputs ``x_n[Omega_j]`` (for NumPy references; K N r doubles)."""
+        return np.ascontiguousarray(self.XU[:, self.loc].transpose(1, 0, 2))
+
+    def check_weights(self, W: np.ndarray, name: str = "W") -> np.ndarray:
+        """Validate a single start (K, r)."""
+        return check_array(name, W, shape=(self.K, self.r))
+
+    def check_batch(self, W: np.ndarray, name: str = "W") -> np.ndarray:
+        """Validate a batch of starts (M, K, r)."""
+        return check_array(name, W, shape=(None, self.K, self.r))

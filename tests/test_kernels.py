@@ -1,0 +1,148 @@
+"""Numba kernels against the NumPy reference and against finite differences."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparse_teacher import kernels
+from sparse_teacher import reference as ref
+from sparse_teacher.problem import StudentProblem
+from sparse_teacher.teacher import draw_student_supports, draw_teacher, make_dataset
+
+
+def make_problem(d, K, r_star, r, N, seed, dense=False, noise=0.0):
+    t = draw_teacher(d, K, r_star, seed=seed)
+    S = np.tile(np.arange(d), (K, 1)) if dense else draw_student_supports(t, r, seed=seed + 1)
+    ds = make_dataset(t, N, seed=seed + 2, noise_level=noise)
+    return StudentProblem.from_data(ds.X, ds.y, S), t.in_student_coordinates(S)
+
+
+CASES = [
+    dict(d=30, K=3, r_star=4, r=8, N=200, seed=0),
+    dict(d=12, K=4, r_star=3, r=12, N=150, seed=5, dense=True),
+    dict(d=60, K=5, r_star=10, r=10, N=300, seed=9, noise=0.1),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_single_start_matches_numpy(case):
+    prob, W_star = make_problem(**case)
+    rng = np.random.default_rng(0)
+    for W in (W_star, W_star + 0.3 * rng.standard_normal(W_star.shape)):
+        value, grad = kernels.loss_and_gradient(prob, W)
+        value_ref, grad_ref = ref.loss_and_gradient(W, prob.gathered(), prob.y)
+        assert value == pytest.approx(value_ref, rel=1e-12, abs=1e-15)
+        np.testing.assert_allclose(grad, grad_ref, rtol=1e-10, atol=1e-14)
+        assert kernels.loss(prob, W) == pytest.approx(value_ref, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_batched_matches_numpy_and_single(case):
+    prob, W_star = make_problem(**case)
+    rng = np.random.default_rng(1)
+    Ws = W_star + 0.4 * rng.standard_normal((5, *W_star.shape))
+    for start, stop, block in [(0, None, 64), (7, prob.N - 3, 50), (0, None, 1000)]:
+        losses, grads = kernels.loss_and_gradient_batch(prob, Ws, start, stop, block=block)
+        end = prob.N if stop is None else stop
+        l_ref, g_ref = ref.loss_and_gradient_batch(Ws, prob.gathered()[:, start:end],
+                                                   prob.y[start:end])
+        np.testing.assert_allclose(losses, l_ref, rtol=1e-12)
+        np.testing.assert_allclose(grads, g_ref, rtol=1e-10, atol=1e-14)
+        for m in range(5):
+            value, grad = kernels.loss_and_gradient(prob, Ws[m], start, stop)
+            assert losses[m] == pytest.approx(value, rel=1e-12)
+            np.testing.assert_allclose(grads[m], grad, rtol=1e-10, atol=1e-14)
+
+
+def test_noiseless_teacher_is_a_stationary_zero_loss_point():
+    prob, W_star = make_problem(**CASES[0])
+    value, grad = kernels.loss_and_gradient(prob, W_star)
+    assert value < 1e-30
+    assert np.abs(grad).max() < 1e-16
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_gradient_matches_central_differences(case):
+    prob, W_star = make_problem(**case)
+    rng = np.random.default_rng(2)
+    W = W_star + 0.2 * rng.standard_normal(W_star.shape)
+    grad = kernels.gradient(prob, W)
+    h = 1e-6
+    fd = np.zeros_like(W)
+    for idx in np.ndindex(W.shape):
+        E = np.zeros_like(W)
+        E[idx] = h
+        fd[idx] = (kernels.loss(prob, W + E) - kernels.loss(prob, W - E)) / (2 * h)
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-9)
+
+
+def _activation_pattern(prob, W):
+    return np.einsum("knr,kr->kn", prob.gathered(), W) > 0
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hvp_matches_finite_differences_of_the_gradient(case):
+    """Inside one linear region of the ReLUs the loss is quadratic, so central differences of the
+    gradient are exact up to rounding; the test checks no activation flips within +-h."""
+    prob, W_star = make_problem(**case)
+    rng = np.random.default_rng(3)
+    W = W_star + 0.2 * rng.standard_normal(W_star.shape)
+    V = rng.standard_normal(W.shape)
+    h = 1e-7
+    pattern = _activation_pattern(prob, W)
+    assert np.array_equal(pattern, _activation_pattern(prob, W + h * V))
+    assert np.array_equal(pattern, _activation_pattern(prob, W - h * V))
+    fd = (kernels.gradient(prob, W + h * V) - kernels.gradient(prob, W - h * V)) / (2 * h)
+    hv = kernels.hessian_vector_product(prob, W, V)
+    np.testing.assert_allclose(hv, fd, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(hv, ref.hessian_vector_product(W, V, prob.gathered()),
+                               rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_full_hessian_matches_reference_and_hvp(case):
+    prob, W_star = make_problem(**case)
+    rng = np.random.default_rng(4)
+    W = W_star + 0.1 * rng.standard_normal(W_star.shape)
+    H = kernels.hessian(prob, W)
+    np.testing.assert_allclose(H, ref.hessian(W, prob.gathered()), rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(H, H.T, atol=1e-15)
+    V = rng.standard_normal(W.shape)
+    np.testing.assert_allclose(H @ V.ravel(), kernels.hessian_vector_product(prob, W, V).ravel(),
+                               rtol=1e-10, atol=1e-14)
+    assert np.linalg.eigvalsh(H).min() > -1e-12  # Gauss-Newton: positive semi-definite
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    K=st.integers(1, 4),
+    r=st.integers(1, 9),
+    extra=st.integers(0, 6),
+    N=st.integers(1, 40),
+    M=st.integers(1, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_kernels_match_reference_on_random_shapes(K, r, extra, N, M, seed):
+    rng = np.random.default_rng(seed)
+    d = r + extra
+    S = np.stack([np.sort(rng.choice(d, r, replace=False)) for _ in range(K)])
+    X = rng.standard_normal((N, d))
+    y = rng.standard_normal(N)
+    prob = StudentProblem.from_data(X, y, S)
+    Ws = rng.standard_normal((M, K, r))
+    losses, grads = kernels.loss_and_gradient_batch(prob, Ws, block=int(rng.integers(1, 20)))
+    l_ref, g_ref = ref.loss_and_gradient_batch(Ws, prob.gathered(), y)
+    np.testing.assert_allclose(losses, l_ref, rtol=1e-11)
+    np.testing.assert_allclose(grads, g_ref, rtol=1e-9, atol=1e-12)
+    value, grad = kernels.loss_and_gradient(prob, Ws[0])
+    assert value == pytest.approx(l_ref[0], rel=1e-11)
+    np.testing.assert_allclose(grad, g_ref[0], rtol=1e-9, atol=1e-12)
+
+
+def test_hessian_refuses_large_problems():
+    prob, W = make_problem(d=100, K=5, r_star=10, r=100, N=10, seed=0, dense=True)
+    big = StudentProblem.from_data(np.zeros((2, 1000)), np.zeros(2), np.tile(np.arange(1000), (5, 1)))
+    with pytest.raises(ValueError, match=r"K r = 5000 is too large"):
+        kernels.hessian(big, np.zeros((5, 1000)))
+    assert kernels.hessian(prob, W).shape == (500, 500)
