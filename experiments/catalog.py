@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 
 MODULES: list[str] = []
-MODULES += ["convergence"]
+MODULES += ["convergence", "convex_radius", "sample_complexity", "local_convexity"]
+MODULES += ["lueker", "perturbed_coverage", "strong_lth_construction"]
 
 for _module in MODULES:
     importlib.import_module(f"experiments.{_module}")

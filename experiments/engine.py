@@ -38,7 +38,7 @@ Design choices (the contract the tests check):
 * **Failures.** A trial that raises is not saved; it is reported (parameters, trial, seed,
   error) at the end and written to ``results/NAME/failures.json``; the other trials go on.
 * **Threads.** Inside every worker BLAS/OpenMP pools are limited to one thread (threadpoolctl,
-  and ``OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS=1`` in worker processes) and Numba's pool to one
+  and ``OMP/OPENBLAS/MKL_NUM_THREADS=1`` in worker processes) and Numba's pool to one
   thread; ``n_jobs=1`` runs in-process without a pool, for debugging.
 * **Metadata.** Every row holds its parameters (one column each), ``experiment``, ``size``,
   ``cell_key``, ``trial``, ``seed``, ``master_seed``, ``wall_time_s``, ``version`` (of the
@@ -87,9 +87,10 @@ IDENTITY: tuple[str, str, str] = ("cell_key", "trial", "master_seed")
 BACKENDS: tuple[str, ...] = ("loky", "dask")
 DASK_CONNECT_TIMEOUT = "20s"
 """How long to wait for ``--scheduler ADDRESS`` before giving up with a clear error."""
-THREAD_VARIABLES: tuple[str, ...] = (
-    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-)
+THREAD_VARIABLES: tuple[str, ...] = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+"""Set to 1 in workers. Numba's pool is limited with ``numba.set_num_threads(1)`` instead:
+changing NUMBA_NUM_THREADS after Numba launched its threads makes its next compile fail, and
+Dask's in-process (threaded) workers share the environment of the main process."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -547,7 +548,7 @@ _WORKER_LIMITED = False
 def limit_worker_threads() -> None:
     """In a worker process: one BLAS/OpenMP/Numba thread from now on (once per process).
 
-    Sets ``OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS=1`` (read by libraries loaded later) and limits
+    Sets ``OMP/OPENBLAS/MKL_NUM_THREADS=1`` (read by libraries loaded later) and limits
     the pools already loaded with threadpoolctl; scanning the loaded libraries costs ~3 ms, so
     it is done on the first task of each worker only.
     """
