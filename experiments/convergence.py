@@ -105,8 +105,9 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
             ax_b.plot(xx, fit.intercept + fit.slope * xx, ":", color="grey")
     gd = table[table["method"] == "gd"].sort_values("r")
     if len(gd):
-        ax_b.plot(np.sqrt(gd["r"].to_numpy(float)), heavy_ball_rate(gd["median"].to_numpy()),
-                  "k-", lw=1, label="theory: optimal heavy ball from the GD rate")
+        ax_b.plot(np.sqrt(gd["r"].to_numpy(float)),
+                  heavy_ball_rate(gd["median"].to_numpy(), beta), "k-", lw=1,
+                  label=f"theory: heavy ball (beta = {beta:g}) from the GD rate")
     ax_b.set(xlabel=r"$\sqrt{r}$", ylabel=r"convergence rate $\nu$",
              title="Fig. 3(b): rate against sqrt(r) (Theorem 2: grows with r)")
     ax_b.legend()
@@ -134,6 +135,15 @@ def claims(runs: pd.DataFrame) -> list[dict[str, Any]]:
                      f"largest median nu_AGD - nu_GD = {paired.max():.2e} over "
                      f"r = {[int(r) for r in paired.index]}",
                      bool(len(paired) and (paired < 0).all())))
+    both = runs.dropna(subset=["rate_agd", "rate_gd"])
+    if len(both):
+        predicted = heavy_ball_rate(both["rate_gd"].to_numpy(float), beta)
+        speed_error = np.abs((1 - both["rate_agd"].to_numpy(float)) / (1 - predicted) - 1)
+        out.append(claim("AGD's rate is the heavy-ball rate predicted from GD's rate on the same "
+                         "run (1 - nu within 10%)",
+                         "|(1 - nu_AGD) / (1 - nu_HB(nu_GD, beta)) - 1| <= 0.1",
+                         f"median {np.median(speed_error):.3f}, max {speed_error.max():.3f} over "
+                         f"{len(both)} runs", bool(np.median(speed_error) <= 0.1)))
     return out
 
 

@@ -39,12 +39,16 @@ def init_error(N: np.ndarray, r: np.ndarray, d: int, c: float) -> np.ndarray:
     return c * np.sqrt(np.asarray(r, dtype=float) * np.log(d) / np.asarray(N, dtype=float))
 
 
-def heavy_ball_rate(gd_rate: np.ndarray) -> np.ndarray:
-    """Heavy-ball rate with optimal momentum from the GD rate: ``1 - sqrt(1 - nu_GD)``-type gain.
+def heavy_ball_rate(gd_rate: np.ndarray, beta: float) -> np.ndarray:
+    """Rate of heavy ball with momentum ``beta`` on the mode where GD contracts by ``gd_rate``.
 
-    For a quadratic with condition number kappa, GD with step 1/L has nu = 1 - 1/kappa, optimal
-    heavy ball has nu = 1 - 2/(sqrt(kappa) + 1). Written in terms of nu_GD.
+    On a quadratic mode with eta * lambda = a = 1 - nu_GD, the iteration
+    e(t+1) = (1 + beta - a) e(t) - beta e(t-1) contracts by the largest root modulus of
+    z^2 - (1 + beta - a) z + beta = 0: ((1 + beta - a) + sqrt((1 + beta - a)^2 - 4 beta)) / 2
+    when real, sqrt(beta) otherwise. For small a this is about 1 - a / (1 - beta).
     """
-    gd_rate = np.asarray(gd_rate, dtype=float)
-    kappa = 1.0 / (1.0 - gd_rate)
-    return 1.0 - 2.0 / (np.sqrt(kappa) + 1.0)
+    a = 1.0 - np.asarray(gd_rate, dtype=float)
+    b = 1.0 + beta - a
+    disc = b * b - 4.0 * beta
+    real = (b + np.sqrt(np.maximum(disc, 0.0))) / 2.0
+    return np.where(disc >= 0, real, np.sqrt(beta))

@@ -45,3 +45,14 @@ def test_matches_finite_differences_of_the_gradient_at_large_n():
 def test_extreme_eigenvalues():
     lo, hi = extreme_eigenvalues(np.diag([3.0, -1.0, 2.0]))
     assert (lo, hi) == pytest.approx((-1.0, 3.0))
+
+
+def test_heavy_ball_rate_is_the_spectral_radius_of_the_iteration():
+    """e(t+1) = (1 + beta - a) e(t) - beta e(t-1): its companion matrix's spectral radius."""
+    from sparse_teacher.theory import heavy_ball_rate
+
+    for a, beta in [(0.01, 0.2), (0.003, 0.2), (0.3, 0.5), (0.05, 0.0), (1.2, 0.1)]:
+        companion = np.array([[1 + beta - a, -beta], [1.0, 0.0]])
+        expected = np.abs(np.linalg.eigvals(companion)).max()
+        assert heavy_ball_rate(1 - a, beta) == pytest.approx(expected, rel=1e-12)
+    assert heavy_ball_rate(0.999, 0.2) < 0.999  # momentum speeds up the slow mode
