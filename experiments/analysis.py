@@ -265,3 +265,31 @@ def claim_in_interval(text: str, predicted: float, estimate: float, ci: Sequence
     if tolerance:
         measured += f" (tolerance {tolerance:.{digits}g})"
     return claim(text, predicted, measured, passed)
+
+
+def fixed_effect_slope(x: Any, y: Any, groups: Any,
+                       level: float = 0.95) -> tuple[float, tuple[float, float], int]:
+    """Common slope of ``y = a_g + b x`` with one intercept per group (within-group OLS).
+
+    ``b = sum (x - xbar_g)(y - ybar_g) / sum (x - xbar_g)^2``; its t interval uses
+    ``n - G - 1`` degrees of freedom (NaN when ``x`` is constant within every group or too
+    few points remain). Returns ``b``, the interval and the number of points.
+    """
+    x = check_array("x", x, ndim=1)
+    y = check_array("y", y, shape=x.shape)
+    groups = np.asarray(groups)
+    if groups.shape != x.shape:
+        raise ValueError(f"groups must have the shape of x {x.shape}, got {groups.shape}")
+    level = check_float("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
+    frame = pd.DataFrame({"x": x, "y": y, "g": groups})
+    xc = frame["x"] - frame.groupby("g")["x"].transform("mean")
+    yc = frame["y"] - frame.groupby("g")["y"].transform("mean")
+    sxx = float(xc @ xc)
+    dof = len(frame) - frame["g"].nunique() - 1
+    if sxx == 0 or dof < 1:
+        return float("nan"), (float("nan"), float("nan")), len(frame)
+    slope = float(xc @ yc) / sxx
+    resid = yc - slope * xc
+    stderr = np.sqrt(float(resid @ resid) / dof / sxx)
+    half = float(stats.t.ppf(0.5 + level / 2, dof)) * stderr
+    return slope, (slope - half, slope + half), len(frame)

@@ -11,6 +11,8 @@ import importlib
 MODULES: list[str] = []
 MODULES += ["convergence", "convex_radius", "sample_complexity", "local_convexity"]
 MODULES += ["lueker", "perturbed_coverage", "strong_lth_construction"]
+MODULES += ["imp_synthetic", "imp_mnist", "lth_lenet"]
+MODULES += ["noise", "tensor_init_exp"]
 
 for _module in MODULES:
     importlib.import_module(f"experiments.{_module}")

@@ -1,0 +1,211 @@
+"""Pruning criteria and magnitude pruning, computed on the device (spec sec. 4).
+
+A criterion gives every prunable weight a *keep score*; pruning removes the lowest-scoring
+weights among those still kept (already-pruned weights are never re-chosen, so masks only shrink).
+Ties are broken by a random permutation drawn from an explicit generator, and the number removed
+is exact, so the density schedule is exact up to rounding:
+
+* ``layerwise`` (Frankle & Carbin; [GR] ``prune_by_percent``): layer ``l`` loses
+  ``round(f_l * kept_l)`` weights per level, with ``f_l`` = ``fraction`` for fully connected layers,
+  ``conv_fraction`` for convolutions and ``output_fraction`` (default ``fraction / 2``) for the
+  output layer. After L levels its density is ``(1 - f_l)^L`` up to rounding (0.8^L for 20%).
+* ``global`` (open_lth ``sparse_global``): ``ceil(f * kept)`` weights are removed over all tensors
+  not in ``ignore`` (open_lth removes one more; set ``open_lth_off_by_one`` for that parity).
+
+Criteria (Zhou et al. 2019 names): ``large_final`` |w_T| (standard IMP), ``small_final`` -|w_T|,
+``random`` (uniform scores), ``large_init`` |w_0|, ``magnitude_increase`` |w_T| - |w_0|,
+``movement`` |w_T - w_0|. ``levels=L`` prunes straight to the density of L levels (one-shot).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .._validation import check_float, check_int
+from .masks import Mask
+from .models import is_conv_weight
+
+CRITERIA = ("large_final", "small_final", "random", "large_init", "magnitude_increase",
+            "movement")
+SCOPES = ("layerwise", "global")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """How one IMP level prunes (fractions are of the weights still kept, per level)."""
+
+    fraction: float = 0.2
+    scope: str = "layerwise"
+    conv_fraction: float | None = None
+    output_fraction: float | None = None
+    ignore: tuple[str, ...] = ()
+    criterion: str = "large_final"
+    open_lth_off_by_one: bool = False
+
+    def __post_init__(self) -> None:
+        check_float("fraction", self.fraction, low=0.0, high=1.0, high_open=True)
+        for name in ("conv_fraction", "output_fraction"):
+            value = getattr(self, name)
+            if value is not None:
+                check_float(name, value, low=0.0, high=1.0, high_open=True)
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
+
+
+def keep_scores(criterion: str, final: Mapping[str, torch.Tensor],
+                init: Mapping[str, torch.Tensor] | None, names: list[str],
+                generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The keep score of every weight of the tensors ``names`` (higher = kept first)."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    needs_init = criterion in ("large_init", "magnitude_increase", "movement")
+    if needs_init and init is None:
+        raise ValueError(f"criterion {criterion!r} needs the initial (rewind) weights")
+    out = {}
+    for n in names:
+        w = final[n].detach()
+        if criterion == "large_final":
+            s = w.abs()
+        elif criterion == "small_final":
+            s = -w.abs()
+        elif criterion == "random":
+            s = torch.rand(w.shape, generator=generator).to(w.device)
+        elif criterion == "large_init":
+            s = init[n].detach().to(w.device).abs()
+        elif criterion == "magnitude_increase":
+            s = w.abs() - init[n].detach().to(w.device).abs()
+        else:
+            s = (w - init[n].detach().to(w.device)).abs()
+        out[n] = s.float()
+    return out
+
+
+def drop_lowest(keep: torch.Tensor, score: torch.Tensor, n_drop: int,
+                generator: torch.Generator) -> torch.Tensor:
+    """``keep`` with its ``n_drop`` lowest-scoring kept entries set to False (random tie break)."""
+    n_kept = int(keep.sum())
+    n_drop = check_int("n_drop", n_drop, minimum=0, maximum=n_kept)
+    flat_keep = keep.flatten()
+    if n_drop == 0:
+        return keep.clone()
+    s = torch.where(flat_keep, score.flatten().to(keep.device),
+                    torch.tensor(-math.inf, device=keep.device))
+    perm = torch.randperm(s.numel(), generator=generator).to(keep.device)
+    order = perm[torch.sort(s[perm], stable=True).indices]
+    n_pruned = s.numel() - n_kept
+    new = flat_keep.clone()
+    new[order[:n_pruned + n_drop]] = False
+    return new.view_as(keep)
+
+
+def layer_fractions(model: nn.Module, mask: Mask, config: PruneConfig) -> dict[str, float]:
+    """Per-level pruning fraction of each tensor in layer-wise pruning."""
+    output = getattr(model, "output_layer", None)
+    out = {}
+    for n in mask.names():
+        if n == output:
+            out[n] = config.output_fraction if config.output_fraction is not None \
+                else config.fraction / 2
+        elif config.conv_fraction is not None and is_conv_weight(model, n):
+            out[n] = config.conv_fraction
+        else:
+            out[n] = config.fraction
+    return out
+
+
+def prune(model: nn.Module, mask: Mask, scores: Mapping[str, torch.Tensor], config: PruneConfig,
+          generator: torch.Generator, levels: int = 1) -> Mask:
+    """The mask after ``levels`` levels' worth of pruning of ``mask`` by ``scores`` (one call)."""
+    levels = check_int("levels", levels, minimum=0)
+    new: dict[str, torch.Tensor] = {n: t.clone() for n, t in mask.items()}
+    if config.scope == "layerwise":
+        for n, f in layer_fractions(model, mask, config).items():
+            kept = int(mask[n].sum())
+            f_total = 1.0 - (1.0 - f) ** levels
+            n_drop = min(kept, math.floor(f_total * kept + 0.5))
+            new[n] = drop_lowest(mask[n], scores[n], n_drop, generator)
+        return Mask(new)
+    unknown = [n for n in config.ignore if n not in new]
+    if unknown:
+        raise ValueError(f"ignore names {unknown} are not prunable tensors; allowed: {mask.names()}")
+    names = [n for n in mask.names() if n not in config.ignore]
+    keep = torch.cat([mask[n].flatten() for n in names])
+    score = torch.cat([scores[n].flatten().to(keep.device) for n in names])
+    f_total = 1.0 - (1.0 - config.fraction) ** levels
+    kept = int(keep.sum())
+    n_drop = math.ceil(f_total * kept) + (1 if config.open_lth_off_by_one and levels else 0)
+    flat = drop_lowest(keep, score, min(n_drop, kept), generator)
+    start = 0
+    for n in names:
+        size = mask[n].numel()
+        new[n] = flat[start:start + size].view_as(mask[n])
+        start += size
+    return Mask(new)
+
+
+def prune_like(mask: Mask, scores: Mapping[str, torch.Tensor], like: Mask, scope: str,
+               generator: torch.Generator, ignore: tuple[str, ...] = ()) -> Mask:
+    """Prune ``mask`` by ``scores`` down to the kept counts of ``like``: per tensor
+    (``layerwise``) or in total over the tensors not in ``ignore`` (``global``).
+
+    Used by the one-shot control so that it is compared with IMP at exactly equal counts.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if set(mask.names()) != set(like.names()):
+        raise ValueError("mask and like must cover the same tensors")
+    new = {n: t.clone() for n, t in mask.items()}
+    if scope == "layerwise":
+        for n in mask.names():
+            n_drop = int(mask[n].sum()) - int(like[n].sum())
+            if n_drop < 0:
+                raise ValueError(f"like keeps more weights of {n!r} than mask does")
+            new[n] = drop_lowest(mask[n], scores[n], n_drop, generator)
+        return Mask(new)
+    names = [n for n in mask.names() if n not in ignore]
+    keep = torch.cat([mask[n].flatten() for n in names])
+    score = torch.cat([scores[n].flatten().to(keep.device) for n in names])
+    n_drop = int(keep.sum()) - sum(int(like[n].sum()) for n in names)
+    if n_drop < 0:
+        raise ValueError("like keeps more weights than mask does")
+    flat = drop_lowest(keep, score, n_drop, generator)
+    start = 0
+    for n in names:
+        size = mask[n].numel()
+        new[n] = flat[start:start + size].view_as(mask[n])
+        start += size
+    return Mask(new)
+
+
+def shuffle_mask(mask: Mask, scope: str, generator: torch.Generator,
+                 ignore: tuple[str, ...] = ()) -> Mask:
+    """Random pruning control: the same number of kept weights, placed uniformly at random.
+
+    ``layerwise`` permutes each tensor's entries (keeps per-layer densities); ``global`` permutes
+    the concatenation of all tensors not in ``ignore``. Tensors in ``ignore`` are kept as they are.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    new = {n: t.clone() for n, t in mask.items()}
+    names = [n for n in mask.names() if n not in ignore]
+    if scope == "layerwise":
+        for n in names:
+            flat = mask[n].flatten()
+            perm = torch.randperm(flat.numel(), generator=generator).to(flat.device)
+            new[n] = flat[perm].view_as(mask[n])
+        return Mask(new)
+    flat = torch.cat([mask[n].flatten() for n in names])
+    flat = flat[torch.randperm(flat.numel(), generator=generator).to(flat.device)]
+    start = 0
+    for n in names:
+        size = mask[n].numel()
+        new[n] = flat[start:start + size].view_as(mask[n])
+        start += size
+    return Mask(new)

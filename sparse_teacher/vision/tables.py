@@ -1,0 +1,42 @@
+"""IMP records to table rows and back: one experiment trial is one row whose per-level values are
+short lists (``<branch>_<field>``), and ``explode_levels`` turns a runs table into one row per
+(trial, branch, level) for plotting and claims."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+FIELDS = ("density", "early_stop_iteration", "test_metric_at_stop", "test_metric_end",
+          "train_metric_end", "val_loss_min")
+
+
+def records_to_row(records: Sequence[dict[str, Any]], fields: Sequence[str] = FIELDS
+                   ) -> dict[str, list[float]]:
+    """``{"<branch>_<field>": [value at each level, in level order]}`` (level 0 is in ``imp``)."""
+    row: dict[str, list[float]] = {}
+    for branch in dict.fromkeys(r["branch"] for r in records):
+        rows = sorted((r for r in records if r["branch"] == branch), key=lambda r: r["level"])
+        row[f"{branch}_level"] = [int(r["level"]) for r in rows]
+        for f in fields:
+            row[f"{branch}_{f}"] = [float(r[f]) for r in rows]
+    return row
+
+
+def explode_levels(runs: pd.DataFrame, branch: str, keys: Sequence[str],
+                   fields: Sequence[str] = FIELDS) -> pd.DataFrame:
+    """One row per (trial, level) of ``branch``: the ``keys`` columns plus ``level`` and ``fields``."""
+    out = []
+    for _, run in runs.iterrows():
+        levels = run.get(f"{branch}_level")
+        if levels is None or (not hasattr(levels, "__len__")):
+            continue
+        for i, level in enumerate(levels):
+            item = {k: run[k] for k in keys}
+            item["level"] = int(level)
+            for f in fields:
+                item[f] = float(run[f"{branch}_{f}"][i])
+            out.append(item)
+    return pd.DataFrame(out, columns=[*keys, "level", *fields])

@@ -1,0 +1,262 @@
+"""The masked training loop (one IMP level) with early-stopping bookkeeping.
+
+Per step: forward (bfloat16 autocast on CUDA when ``amp``), backward, gradients multiplied by the
+mask, optimizer step, weights multiplied by the mask (``masks`` module docstring). The data order
+is a function of the iteration alone: epoch ``e`` uses ``randperm(N)`` from a generator seeded
+with ``derive_seed(data_order_seed, e)``, so a run resumed or rewound to iteration k sees the same
+batches as an uninterrupted one. The learning rate at iteration t is
+``lr * gamma^(#milestones <= t) * min(1, (t + 1) / warmup_iterations)`` (open_lth).
+
+Every ``eval_every`` iterations (and at the end) the validation loss is measured; the iteration of
+its minimum is the early-stopping iteration of Frankle & Carbin (2019, Fig. 3), and the test
+metric is reported there and at the end. Classification reports accuracy; regression (the sparse
+teacher) reports the relative test error ``sum (f(x) - y)^2 / sum y^2`` against noiseless targets.
+With label noise, the training metric is also reported on the relabelled and on the untouched
+training examples separately (``train_metric_noisy``, ``train_metric_clean``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._validation import check_float, check_int
+from .data import Splits, TensorData, augment_flip_crop
+from .device import autocast, derive_seed, generator
+from .masks import Mask
+
+OPTIMIZERS = ("sgd", "adam")
+TASKS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run (iterations counted from 0, the initialization)."""
+
+    iterations: int
+    batch_size: int = 60
+    optimizer: str = "adam"
+    lr: float = 1.2e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_iterations: int = 0
+    eval_every: int = 100
+    augment: bool = False
+    data_order_seed: int = 0
+    amp: bool = True
+    eval_batch_size: int = 2000
+
+    def __post_init__(self) -> None:
+        check_int("iterations", self.iterations, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=1)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        check_float("lr", self.lr, low=0.0, low_open=True)
+        check_float("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        check_float("weight_decay", self.weight_decay, low=0.0)
+        check_int("eval_every", self.eval_every, minimum=1)
+        check_int("warmup_iterations", self.warmup_iterations, minimum=0)
+        check_int("data_order_seed", self.data_order_seed, minimum=0)
+        check_int("eval_batch_size", self.eval_batch_size, minimum=1)
+
+    def lr_at(self, iteration: int) -> float:
+        factor = self.gamma ** sum(1 for m in self.milestones if iteration >= m)
+        if self.warmup_iterations:
+            factor *= min(1.0, (iteration + 1) / self.warmup_iterations)
+        return self.lr * factor
+
+
+@dataclass
+class TrainResult:
+    """Measurements of one run; ``final_state`` and ``captured_state`` are CPU state dicts."""
+
+    early_stop_iteration: int
+    val_loss_min: float
+    test_loss_at_stop: float
+    test_metric_at_stop: float
+    test_loss_end: float
+    test_metric_end: float
+    train_loss_end: float
+    train_metric_end: float
+    extra: dict[str, float] = field(default_factory=dict)
+    history: dict[str, list[float]] = field(default_factory=dict)
+    final_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    captured_state: dict[str, torch.Tensor] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in (
+            "early_stop_iteration", "val_loss_min", "test_loss_at_stop", "test_metric_at_stop",
+            "test_loss_end", "test_metric_end", "train_loss_end", "train_metric_end")}
+        return {**out, **self.extra}
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD or Adam, fused (one kernel for all parameters) where this torch build supports it for
+    the parameters' device, else the default multi-tensor implementation."""
+    params = list(model.parameters())
+
+    def build(fused: bool | None) -> torch.optim.Optimizer:
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay, nesterov=cfg.nesterov,
+                                   fused=fused)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+
+    try:
+        return build(True)
+    except (RuntimeError, TypeError, ValueError):  # fused unsupported (old torch or device)
+        return build(None)
+
+
+def loss_fn(task: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy (classification) or mean squared error (regression)."""
+    if task == "classification":
+        return nn.functional.cross_entropy(out.float(), y)
+    return torch.mean((out.float() - y) ** 2)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: TensorData, task: str, device: torch.device,
+             batch_size: int = 2000, amp: bool = True) -> tuple[float, float]:
+    """(mean loss, metric) on ``data``: accuracy, or the relative error ``sum r^2 / sum y^2``."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    was_training = model.training
+    model.eval()
+    total_loss, metric_num, metric_den = 0.0, 0.0, 0.0
+    for start in range(0, len(data), batch_size):
+        x = data.x[start:start + batch_size].to(device, non_blocking=True)
+        y = data.y[start:start + batch_size].to(device, non_blocking=True)
+        with autocast(device, amp):
+            out = model(x)
+        out = out.float()
+        if task == "classification":
+            total_loss += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+            metric_num += float((out.argmax(1) == y).sum())
+            metric_den += y.shape[0]
+        else:
+            sq = (out - y) ** 2
+            total_loss += float(sq.sum())
+            metric_num += float(sq.sum())
+            metric_den += float((y ** 2).sum())
+    model.train(was_training)
+    return total_loss / len(data), metric_num / metric_den
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class BatchOrder:
+    """Batch indices as a function of the iteration (epoch-seeded permutations, last batch short)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, min(batch_size, n), seed
+        self.per_epoch = math.ceil(n / self.batch_size)
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def __call__(self, iteration: int) -> torch.Tensor:
+        epoch, b = divmod(iteration, self.per_epoch)
+        if epoch != self._epoch:
+            self._perm = torch.randperm(self.n, generator=generator(derive_seed(self.seed, epoch)))
+            self._epoch = epoch
+        return self._perm[b * self.batch_size:(b + 1) * self.batch_size]
+
+
+def train(model: nn.Module, mask: Mask, splits: Splits, cfg: TrainConfig, *, task: str,
+          device: torch.device, start_iteration: int = 0, capture_iteration: int | None = None,
+          progress: bool = False, desc: str = "train") -> TrainResult:
+    """Train ``model`` (moved to ``device``) under ``mask`` from ``start_iteration`` to
+    ``cfg.iterations``; the state after ``capture_iteration`` steps is returned for rewinding.
+
+    ``splits`` should already live on ``device`` (``Splits.to``) to avoid per-batch copies.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    start_iteration = check_int("start_iteration", start_iteration, minimum=0,
+                                maximum=cfg.iterations - 1)
+    if capture_iteration is not None:
+        check_int("capture_iteration", capture_iteration, minimum=start_iteration,
+                  maximum=cfg.iterations - 1)
+    model.to(device)
+    mask = mask.to(device)
+    mask.apply(model)
+    enforcer = mask.enforcer(model)
+    optimizer = make_optimizer(model, cfg)
+    order = BatchOrder(len(splits.train), cfg.batch_size, cfg.data_order_seed)
+    aug_gen = generator(derive_seed(cfg.data_order_seed, 1, start_iteration)) if cfg.augment \
+        else None
+    train_x, train_y = splits.train.x, splits.train.y
+    history: dict[str, list[float]] = {"iteration": [], "val_loss": [], "val_metric": []}
+    best_loss, best_it, best_state = math.inf, start_iteration, None
+    captured = None
+
+    def checkpoint_eval(it: int) -> None:
+        nonlocal best_loss, best_it, best_state
+        val_loss, val_metric = evaluate(model, splits.val, task, device, cfg.eval_batch_size,
+                                        cfg.amp)
+        history["iteration"].append(it)
+        history["val_loss"].append(val_loss)
+        history["val_metric"].append(val_metric)
+        if val_loss < best_loss:
+            best_loss, best_it = val_loss, it
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    model.train()
+    steps = range(start_iteration, cfg.iterations)
+    for it in tqdm(steps, desc=desc, disable=not progress, leave=False, mininterval=1.0):
+        if capture_iteration == it:
+            captured = _cpu_state(model)
+        if (it - start_iteration) % cfg.eval_every == 0:
+            checkpoint_eval(it)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr_at(it)
+        idx = order(it).to(train_x.device)
+        x, y = train_x[idx], train_y[idx]
+        if aug_gen is not None:
+            x = augment_flip_crop(x, aug_gen)
+        with autocast(device, cfg.amp):
+            out = model(x)
+        loss = loss_fn(task, out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        enforcer.before_step()
+        optimizer.step()
+        enforcer.after_step()
+    checkpoint_eval(cfg.iterations)
+    final_state = _cpu_state(model)
+    test_loss_end, test_metric_end = evaluate(model, splits.test, task, device,
+                                              cfg.eval_batch_size, cfg.amp)
+    train_loss_end, train_metric_end = evaluate(model, splits.train, task, device,
+                                                cfg.eval_batch_size, cfg.amp)
+    extra = {}
+    noisy = splits.info.get("noisy_train_mask")
+    if noisy is not None and bool(noisy.any()) and not bool(noisy.all()):
+        # label noise (spec sec. 0): training metric on the relabelled and on the clean examples
+        for key, rows in (("noisy", noisy), ("clean", ~noisy)):
+            idx = rows.nonzero().squeeze(1).to(train_x.device)
+            _, extra[f"train_metric_{key}"] = evaluate(
+                model, TensorData(train_x[idx], train_y[idx]), task, device,
+                cfg.eval_batch_size, cfg.amp)
+        extra["train_fraction_noisy"] = int(noisy.sum()) / noisy.numel()
+    if best_state is None:  # the validation loss was never finite (diverged run)
+        test_loss_stop, test_metric_stop = test_loss_end, test_metric_end
+    else:
+        model.load_state_dict(best_state)
+        test_loss_stop, test_metric_stop = evaluate(model, splits.test, task, device,
+                                                    cfg.eval_batch_size, cfg.amp)
+        model.load_state_dict(final_state)
+    return TrainResult(early_stop_iteration=best_it, val_loss_min=best_loss,
+                       test_loss_at_stop=test_loss_stop, test_metric_at_stop=test_metric_stop,
+                       test_loss_end=test_loss_end, test_metric_end=test_metric_end,
+                       train_loss_end=train_loss_end, train_metric_end=train_metric_end,
+                       extra=extra, history=history, final_state=final_state,
+                       captured_state=captured)
