@@ -109,7 +109,7 @@ EXPERIMENT = register(Experiment(
     description="success rate of AGD from relative distance lambda over (sqrt(r), lambda); "
                 "50% boundary against sqrt(r)",
     quick=Size(grids=[{**COMMON, "N": [500], "d": [100], "r": [42, 45, 48, 51, 54, 57, 60],
-                       "lam": [0.05, 0.15, 0.4, 1.0, 2.5]}], trials=3, estimate="~1.5 min"),
+                       "lam": [0.05, 0.15, 0.4, 1.0, 2.5]}], trials=8, estimate="~40 s"),
     full=Size(grids=[{**COMMON, "N": [3000], "d": [500],
                       "r": [100, 150, 180, 210, 240, 270, 300, 330, 360],
                       "lam": LAMBDAS_FULL}], trials=100, estimate="~40 h on 2 cores"),

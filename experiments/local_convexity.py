@@ -106,7 +106,7 @@ EXPERIMENT = register(Experiment(
     paper="Zhang et al. 2021 (NeurIPS), Theorem 1",
     description="extreme eigenvalues of the risk Hessian at distance lambda from W*, over r",
     quick=Size(grids=[{"K": [3], "d": [200], "N": [2000], "r": [10, 40, 80, 120, 160],
-                       "lam": [0.0, 0.25, 0.5, 1.0, 1.5]}], trials=4, estimate="~1 min"),
+                       "lam": [0.0, 0.25, 0.5, 1.0, 1.5]}], trials=10, estimate="~10 s"),
     full=Size(grids=[{"K": [3], "d": [200], "N": [2000],
                       "r": [10, 20, 40, 60, 80, 100, 120, 140, 160],
                       "lam": [0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0]}], trials=20,

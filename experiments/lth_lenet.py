@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import claim
-from .imp_mnist import mnist_splits
+from .imp_mnist import run_mnist_imp
 from .plotting import figure, save_figure
 from .registry import Experiment, Size, register
 
@@ -36,23 +36,7 @@ LABELS = {"imp": "winning ticket (iterative, reset)", "reinit": "random reinitia
 
 def run_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
     """One IMP run of Lenet-300-100 and its reinit / one-shot controls; per-level lists."""
-    from sparse_teacher.vision.imp import IMPConfig, cache_directory, run_imp
-    from sparse_teacher.vision.models import build_model
-    from sparse_teacher.vision.pruning import PruneConfig
-    from sparse_teacher.vision.tables import records_to_row
-    from sparse_teacher.vision.training import TrainConfig
-
-    seed = int(seed) % (2**62)
-    splits = mnist_splits(params)
-    train = TrainConfig(iterations=int(params["iterations"]), batch_size=60, optimizer="adam",
-                        lr=1.2e-3, eval_every=int(params["eval_every"]), data_order_seed=seed)
-    config = IMPConfig(levels=int(params["levels"]), train=train,
-                       prune=PruneConfig(fraction=0.2, scope="layerwise"), seed=seed)
-    records = run_imp(lambda s: build_model(MODEL, seed=s, init="glorot"), splits,
-                      config, task="classification", branches=BRANCHES,
-                      device=params.get("device", "auto"), progress=False,
-                      out_dir=cache_directory(config, extra={**params, "model": MODEL}))
-    return records_to_row(records)
+    return run_mnist_imp(params, seed, MODEL, branches=BRANCHES)
 
 
 def _table(runs: pd.DataFrame) -> pd.DataFrame:

@@ -61,3 +61,14 @@ def toy(monkeypatch: pytest.MonkeyPatch) -> Experiment:
     registry.all_experiments()  # import the real catalog first
     monkeypatch.setitem(registry._REGISTRY, TOY, experiment)
     return experiment
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny torch models run fastest (and immune to an overloaded machine) on one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,13 +28,7 @@ from sparse_teacher.vision.device import generator
 
 REAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models run fastest (and immune to an overloaded machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

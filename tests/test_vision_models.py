@@ -21,13 +21,7 @@ PRUNABLE = {
     + 4 * 4 * 256 * 256 + 256 * 256 + 2560,
 }
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models run fastest (and immune to an overloaded machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

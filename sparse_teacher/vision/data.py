@@ -144,8 +144,8 @@ def _mnist_like(name: str, directory: Path, split: str, download: bool
         raise FileNotFoundError(
             f"{name} {split} split not found: put {stems[0]}(.gz) and {stems[1]}(.gz) in {target} "
             f"(or {directory / _SUBFOLDERS[name][-1] / 'raw'}, or flat in {directory}); "
-            f"get them from {mirrors[0]}, pass download=True (--download) to fetch them, or "
-            f"point ${DATA_ENV} / --data-dir at the folder that holds them")
+            f"get them from {mirrors[0]}, pass download=True (library call) to fetch them, or "
+            f"point ${DATA_ENV} (or data_dir=) at the folder that holds them")
     for stem in stems:
         _download(tuple(m + stem + ".gz" for m in mirrors), target / (stem + ".gz"),
                   IDX_MD5[name][stem])
@@ -173,7 +173,7 @@ def _cifar(name: str, directory: Path, split: str, download: bool
             raise FileNotFoundError(
                 f"{name} {split} split not found: {', '.join(missing)} missing from {folder}; "
                 f"download {url} and unpack it in {directory} (it creates {folder_name}/), pass "
-                f"download=True (--download) to fetch it, or point ${DATA_ENV} / --data-dir at "
+                f"download=True (library call) to fetch it, or point ${DATA_ENV} (or data_dir=) at "
                 f"the folder that holds {folder_name}/")
         archive = directory / url.rsplit("/", 1)[1]
         if not archive.is_file():
