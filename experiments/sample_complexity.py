@@ -91,7 +91,7 @@ EXPERIMENT = register(Experiment(
                estimate="~15 s"),
     full=Size(grids=[{**COMMON, "r": [10, 20, 30, 40, 50, 60, 70, 80, 90, 100],
                       "N": [40, 60, 80, 100, 130, 160, 200, 250, 300, 350, 400, 500, 600, 700,
-                            800, 1000, 1200]}], trials=100, estimate="~6 h on 2 cores"),
+                            800, 1000, 1200]}], trials=100, estimate="~25 min on 2 cores"),
     run_cell=run_cell, plot=plot, claims=claims,
     notes="The paper's N grid and initialization were not recoverable: AGD starts at relative "
           "distance 0.5 from W* (inside the convergence region of Fig. 2 when N is large), "
