@@ -128,8 +128,15 @@ def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _missing_requirements(experiment: Experiment) -> list[str]:
-    return [m for m in experiment.requires if importlib.util.find_spec(m) is None]
+def _missing_requirements(experiment: Experiment, size: str = "quick") -> list[str]:
+    """Optional modules that are not installed, then the data the size needs but lacks."""
+    missing = [f"{m} (not installed)" for m in experiment.requires
+               if importlib.util.find_spec(m) is None]
+    if not missing and experiment.missing_data is not None:
+        absent = experiment.missing_data(size)
+        if absent:
+            missing.append(absent)
+    return missing
 
 
 def _experiment(name: str, *, allow_all: bool = False) -> Experiment:
@@ -219,10 +226,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ValueError("--scheduler needs --backend dask")
     if args.name != "all":
         experiment = _experiment(args.name, allow_all=True)
-        missing = _missing_requirements(experiment)
+        missing = _missing_requirements(experiment, args.size or "quick")
         if missing:
-            raise ValueError(f"experiment {experiment.name!r} requires {', '.join(missing)}, "
-                             f"which is not installed")
+            raise ValueError(f"experiment {experiment.name!r} requires {'; '.join(missing)}")
         return _run_one(experiment, _selection(experiment, args, strict=True,
                                                saved_default=False), args)
     experiments = all_experiments()
@@ -239,9 +245,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   for name, e in sorted(experiments.items())}
     status = 0
     for name, experiment in sorted(experiments.items()):
-        missing = _missing_requirements(experiment)
+        missing = _missing_requirements(experiment, size)
         if missing:
-            print(f"{name}: skipped, requires {', '.join(missing)} (not installed)")
+            print(f"{name}: skipped, requires {'; '.join(missing)}")
             continue
         status = max(status, _run_one(experiment, selections[name], args))
     print()

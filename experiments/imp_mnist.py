@@ -40,6 +40,14 @@ def mnist_splits(params: dict[str, Any]) -> Any:
                          test_split_only=params["mnist_files"] == "test")
 
 
+def missing_mnist(size: str) -> str | None:
+    """What MNIST data the size lacks: the quick size re-splits the test split; the full size
+    needs the training and test splits."""
+    from sparse_teacher.vision.data import missing_mnist_files
+
+    return missing_mnist_files("mnist", ("test",) if size == "quick" else ("train", "test"))
+
+
 def run_mnist_imp(params: dict[str, Any], seed: int, model: str,
                   branches: tuple[str, ...] = ("imp",)) -> dict[str, Any]:
     """IMP of ``model`` on N MNIST examples (Adam, lr 1.2e-3, batch 60, 20% layer-wise per
@@ -155,4 +163,5 @@ EXPERIMENT = register(Experiment(
           "selection; read it with the figure. $LOTTERY_LAB_IMP_CACHE keeps per-level outputs "
           "(resume).",
     requires=("torch",),
+    missing_data=missing_mnist,
 ))

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import claim
-from .imp_mnist import run_mnist_imp
+from .imp_mnist import missing_mnist, run_mnist_imp
 from .plotting import figure, save_figure
 from .registry import Experiment, Size, register
 
@@ -148,4 +148,5 @@ EXPERIMENT = register(Experiment(
           "gap is the mean over the 3 sparsest levels (at quick size it is within the noise of "
           "a 2,000-image test set). $LOTTERY_LAB_IMP_CACHE keeps per-level outputs (resume).",
     requires=("torch",),
+    missing_data=missing_mnist,
 ))

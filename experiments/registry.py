@@ -52,6 +52,9 @@ class Experiment:
     claims: Callable[[pd.DataFrame], list[dict[str, Any]]]
     notes: str = ""  # choices made where the paper is silent (recorded with the results)
     requires: Sequence[str] = field(default_factory=tuple)  # optional imports, e.g. ("torch",)
+    missing_data: Callable[[str], str | None] | None = None
+    """``missing_data(size)``: None when the data the size needs is on disk, else one line saying
+    what is missing; ``run all`` then skips the experiment instead of failing its trials."""
 
     def size(self, which: str) -> Size:
         if which not in ("quick", "full"):

@@ -30,7 +30,7 @@ from numba import njit
 from ._validation import check_int
 from .problem import StudentProblem
 
-BLOCK_SAMPLES = 256  # samples per block in the batched kernel (tuned in benchmarks/bench_agd.py)
+BLOCK_SAMPLES = 512  # samples per block in the batched kernel (128..3000 tried: 512-1024 best)
 
 
 @njit(cache=True)

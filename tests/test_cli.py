@@ -176,3 +176,19 @@ def test_module_entry_point_runs_in_a_fresh_process(tmp_path):
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 2
     assert _one_line_error(done.stderr).startswith("lottery-lab: error: unknown experiment")
+
+
+def test_run_all_skips_experiments_whose_data_is_missing(tmp_path, monkeypatch, capsys):
+    """Without MNIST on disk the MNIST experiments are skipped with a message, not failed."""
+    from experiments import imp_mnist
+
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("LOTTERY_LAB_DATA", str(empty))
+    assert "mnist test files not found under" in imp_mnist.missing_mnist("quick")
+    assert "train/test" in imp_mnist.missing_mnist("full")
+    code = cli.main(["run", "imp-mnist", "--quick", "--out", str(tmp_path)])
+    assert code == 2
+    assert "requires mnist test files not found" in capsys.readouterr().err
+    cli.main(["list"])
+    assert "mnist test files not found" in capsys.readouterr().out

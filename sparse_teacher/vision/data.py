@@ -30,6 +30,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,18 +127,41 @@ def _download(urls: tuple[str, ...], target: Path, md5: str) -> None:
 # Raw readers (NumPy arrays: images uint8 (n, C, H, W), labels int64 (n,))
 
 
-def _mnist_like(name: str, directory: Path, split: str, download: bool
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _find_mnist_like(name: str, directory: Path, split: str) -> tuple[Path, Path] | None:
+    """The (images, labels) files of ``split`` in any accepted layout under ``directory``."""
     candidates = [directory / sub for sub in _SUBFOLDERS[name]] + [directory]
     stems = [MNIST_FILES[(split, kind)] for kind in ("images", "labels")]
     for folder in candidates:
         found = [find_idx_file(folder, stem) for stem in stems]
         if all(f is not None for f in found):
-            images, labels = read_idx(found[0]), read_idx(found[1])
-            if images.shape[0] != labels.shape[0]:
-                raise ValueError(f"{name} {split}: {images.shape[0]} images but "
-                                 f"{labels.shape[0]} labels in {folder}")
-            return images[:, None, :, :].astype(np.uint8), labels.astype(np.int64)
+            return found[0], found[1]
+    return None
+
+
+def missing_mnist_files(name: str, splits: Sequence[str], data_dir: str | os.PathLike | None = None
+                        ) -> str | None:
+    """None when every split of ``name`` is on disk, else one line saying what is missing where.
+
+    Cheap (no file is read): experiments use it to be skipped, not failed, when data is absent.
+    """
+    directory = resolve_data_dir(data_dir)
+    absent = [split for split in splits if _find_mnist_like(_check_name(name), directory, split) is None]
+    if not absent:
+        return None
+    return (f"{name} {'/'.join(absent)} files not found under {directory} (set ${DATA_ENV} to the "
+            f"folder that holds them)")
+
+
+def _mnist_like(name: str, directory: Path, split: str, download: bool
+                ) -> tuple[np.ndarray, np.ndarray]:
+    stems = [MNIST_FILES[(split, kind)] for kind in ("images", "labels")]
+    found = _find_mnist_like(name, directory, split)
+    if found is not None:
+        images, labels = read_idx(found[0]), read_idx(found[1])
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(f"{name} {split}: {images.shape[0]} images but "
+                             f"{labels.shape[0]} labels in {found[0].parent}")
+        return images[:, None, :, :].astype(np.uint8), labels.astype(np.int64)
     target = directory / _SUBFOLDERS[name][0]
     mirrors = MNIST_MIRRORS if name == "mnist" else FASHION_MIRRORS
     if not download:
