@@ -20,7 +20,7 @@ Criteria (Zhou et al. 2019 names): ``large_final`` |w_T| (standard IMP), ``small
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +87,16 @@ def keep_scores(criterion: str, final: Mapping[str, torch.Tensor],
     return out
 
 
+def _unflatten(flat: torch.Tensor, mask: Mask, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Cut a flat keep vector (the ``names`` of ``mask`` concatenated) back into per-layer shapes."""
+    out, start = {}, 0
+    for n in names:
+        size = mask[n].numel()
+        out[n] = flat[start:start + size].view_as(mask[n])
+        start += size
+    return out
+
+
 def drop_lowest(keep: torch.Tensor, score: torch.Tensor, n_drop: int,
                 generator: torch.Generator) -> torch.Tensor:
     """``keep`` with its ``n_drop`` lowest-scoring kept entries set to False (random tie break)."""
@@ -142,12 +152,7 @@ def prune(model: nn.Module, mask: Mask, scores: Mapping[str, torch.Tensor], conf
     kept = int(keep.sum())
     n_drop = math.ceil(f_total * kept) + (1 if config.open_lth_off_by_one and levels else 0)
     flat = drop_lowest(keep, score, min(n_drop, kept), generator)
-    start = 0
-    for n in names:
-        size = mask[n].numel()
-        new[n] = flat[start:start + size].view_as(mask[n])
-        start += size
-    return Mask(new)
+    return Mask({**new, **_unflatten(flat, mask, names)})
 
 
 def prune_like(mask: Mask, scores: Mapping[str, torch.Tensor], like: Mask, scope: str,
@@ -176,12 +181,7 @@ def prune_like(mask: Mask, scores: Mapping[str, torch.Tensor], like: Mask, scope
     if n_drop < 0:
         raise ValueError("like keeps more weights than mask does")
     flat = drop_lowest(keep, score, n_drop, generator)
-    start = 0
-    for n in names:
-        size = mask[n].numel()
-        new[n] = flat[start:start + size].view_as(mask[n])
-        start += size
-    return Mask(new)
+    return Mask({**new, **_unflatten(flat, mask, names)})
 
 
 def shuffle_mask(mask: Mask, scope: str, generator: torch.Generator,
@@ -203,9 +203,4 @@ def shuffle_mask(mask: Mask, scope: str, generator: torch.Generator,
         return Mask(new)
     flat = torch.cat([mask[n].flatten() for n in names])
     flat = flat[torch.randperm(flat.numel(), generator=generator).to(flat.device)]
-    start = 0
-    for n in names:
-        size = mask[n].numel()
-        new[n] = flat[start:start + size].view_as(mask[n])
-        start += size
-    return Mask(new)
+    return Mask({**new, **_unflatten(flat, mask, names)})
