@@ -32,7 +32,13 @@ import numpy as np
 from numba import njit
 
 from ._validation import as_generator, check_array, check_float, check_int
-from .kernels import BLOCK_SAMPLES, _loss_grad_batch, _loss_grad_single, single_block_size
+from .kernels import (
+    BLOCK_SAMPLES,
+    _loss_grad_batch,
+    _loss_grad_one,
+    single_block_size,
+    single_start_inputs,
+)
 from .problem import StudentProblem
 
 SUCCESS_THRESHOLD = 1e-4
@@ -141,10 +147,10 @@ def fit_rate(history: np.ndarray, start: float = 1e-1, stop: float = 1e-6) -> fl
 
 
 @njit(cache=True)
-def _agd_single(W0, Xg, y, shared, block, eta, beta, tol, max_iter, T, W_star, track,
+def _agd_single(W0, Xg, Gb, y, shared, block, eta, beta, tol, max_iter, T, W_star, track,
                 divergence_factor, loss_hist, err_hist):
     K, r = W0.shape
-    N = Xg.shape[1]
+    N = y.shape[0]
     size = N // T
     W = W0.copy()
     W_prev = W0.copy()
@@ -158,7 +164,7 @@ def _agd_single(W0, Xg, y, shared, block, eta, beta, tol, max_iter, T, W_star, t
         b = t % T
         start = b * size
         stop = N if b == T - 1 else start + size
-        value = _loss_grad_single(W, Xg, shared, y, start, stop, block, grad)
+        value = _loss_grad_one(W, Xg, Gb, shared, y, start, stop, block, grad)
         loss_hist[t] = value
         if track:
             err_hist[t] = np.sqrt(np.sum((W - W_star) ** 2)) / star_norm
@@ -194,7 +200,7 @@ def _agd_single(W0, Xg, y, shared, block, eta, beta, tol, max_iter, T, W_star, t
         if np.sqrt(step) < tol * max(np.sqrt(norm), 1e-300):
             status = _CONVERGED
             n_iter = t + 1
-            loss_hist[t + 1] = _loss_grad_single(W, Xg, shared, y, start, stop, block, grad)
+            loss_hist[t + 1] = _loss_grad_one(W, Xg, Gb, shared, y, start, stop, block, grad)
             if track:
                 err_hist[t + 1] = np.sqrt(np.sum((W - W_star) ** 2)) / star_norm
             break
@@ -315,7 +321,8 @@ def run_agd(problem: StudentProblem, W0: np.ndarray, *, eta: float = 0.5, beta: 
         problem, eta, beta, tol, max_iter, partition, divergence_factor, W_star)
     loss_hist = np.full(max_iter + 1, np.nan)
     err_hist = np.full(max_iter + 1, np.nan)
-    W, n_iter, status = _agd_single(W0, problem.kernel_inputs, problem.y, problem.shared_support,
+    Xg, Gb = single_start_inputs(problem)
+    W, n_iter, status = _agd_single(W0, Xg, Gb, problem.y, problem.shared_support,
                                     single_block_size(problem), eta, beta, tol, max_iter, T,
                                     W_star_arr, track, div, loss_hist, err_hist)
     return AGDResult(W=W, n_iter=int(n_iter), status=_STATUS[int(status)],

@@ -13,13 +13,19 @@ kinks, so the Hessian is the Gauss-Newton matrix (the paper evaluates it at W*).
 Inputs come from :class:`sparse_teacher.problem.StudentProblem`: ``XU`` (N, p) holds the union of
 the supports and ``loc`` (K, r) the positions of each support inside it. All arithmetic is float64.
 
-* single start: one fused pass over the samples; each sample's row of XU is read once and serves
-  both the forward products and the gradient accumulation;
+* single start: one fused pass over the samples in cache-sized blocks. With distinct supports
+  the block is stored feature-major (``StudentProblem.sample_blocks``) and the loops stream
+  along samples; with a shared support the block's products are BLAS calls. Each block is read
+  from memory once and serves both the forward products and the gradient accumulation;
 * batched multi-start: M initializations on one data set. Samples are processed in blocks whose
   gathered inputs stay in cache; within a block the forward products and the gradient are matrix
   products (BLAS through ``np.dot``), so the M starts share every read of the data.
 
 Plain NumPy references of each kernel live in :mod:`sparse_teacher.reference`.
+
+Numba caches compiled code on disk (``cache=True``), keyed on each function's own source file:
+after editing this module, delete the ``*.nbi`` / ``*.nbc`` files under ``__pycache__`` so that
+the AGD loops in ``agd.py``, which inline these kernels, are recompiled too.
 """
 
 from __future__ import annotations
@@ -86,6 +92,114 @@ def _loss_grad_single(W, Xg, shared, y, start, stop, block, grad):
         for i in range(r):
             grad[j, i] = gacc[j, i] * scale
     return loss / (2.0 * count)
+
+
+@njit(cache=True, fastmath=True)
+def _loss_grad_blocks(W, Gb, y, start, stop, grad):
+    """Fused loss and gradient of one start on sample blocks ``Gb`` (n_blocks, K, r, B).
+
+    Per block: z_j = sum_i w_ji G[j, i, :] streams along the block's samples four features at a
+    time, then the residuals, then grad_ji += sum_t c_jt G[j, i, t]; the block is read from memory
+    once and re-read from cache. The sample loops always run over the whole block (fixed trip
+    counts vectorize); samples outside [start, stop) get c = 0 and no loss.
+    """
+    K, r = W.shape
+    B = Gb.shape[3]
+    inv_k = 1.0 / K
+    z = np.empty((K, B))
+    g = np.zeros((K, r))
+    r4 = r - r % 4
+    loss = 0.0
+    for b in range(start // B, (stop - 1) // B + 1):
+        base = b * B
+        t0 = max(start, base) - base
+        t1 = min(stop, base + B) - base
+        for j in range(K):
+            zj = z[j]
+            for t in range(B):
+                zj[t] = 0.0
+            for i in range(0, r4, 4):
+                w0 = W[j, i]
+                w1 = W[j, i + 1]
+                w2 = W[j, i + 2]
+                w3 = W[j, i + 3]
+                x0 = Gb[b, j, i]
+                x1 = Gb[b, j, i + 1]
+                x2 = Gb[b, j, i + 2]
+                x3 = Gb[b, j, i + 3]
+                for t in range(B):
+                    zj[t] += w0 * x0[t] + w1 * x1[t] + w2 * x2[t] + w3 * x3[t]
+            for i in range(r4, r):
+                w0 = W[j, i]
+                x0 = Gb[b, j, i]
+                for t in range(B):
+                    zj[t] += w0 * x0[t]
+        for t in range(B):
+            if t < t0 or t >= t1:
+                for j in range(K):
+                    z[j, t] = 0.0
+                continue
+            s = 0.0
+            for j in range(K):
+                v = z[j, t]
+                if v > 0.0:
+                    s += v
+            e = s * inv_k - y[base + t]
+            loss += e * e
+            for j in range(K):
+                z[j, t] = e if z[j, t] > 0.0 else 0.0
+        for j in range(K):
+            c = z[j]
+            for i in range(0, r4, 4):
+                x0 = Gb[b, j, i]
+                x1 = Gb[b, j, i + 1]
+                x2 = Gb[b, j, i + 2]
+                x3 = Gb[b, j, i + 3]
+                a0 = 0.0
+                a1 = 0.0
+                a2 = 0.0
+                a3 = 0.0
+                for t in range(B):
+                    ct = c[t]
+                    a0 += ct * x0[t]
+                    a1 += ct * x1[t]
+                    a2 += ct * x2[t]
+                    a3 += ct * x3[t]
+                g[j, i] += a0
+                g[j, i + 1] += a1
+                g[j, i + 2] += a2
+                g[j, i + 3] += a3
+            for i in range(r4, r):
+                x0 = Gb[b, j, i]
+                a0 = 0.0
+                for t in range(B):
+                    a0 += c[t] * x0[t]
+                g[j, i] += a0
+    count = stop - start
+    scale = 1.0 / (K * count)
+    for j in range(K):
+        for i in range(r):
+            grad[j, i] = g[j, i] * scale
+    return loss / (2.0 * count)
+
+
+@njit(cache=True)
+def _loss_grad_one(W, Xg, Gb, shared, y, start, stop, block, grad):
+    """Single-start dispatch: BLAS blocks for a shared support, sample blocks otherwise."""
+    if shared:
+        return _loss_grad_single(W, Xg, True, y, start, stop, block, grad)
+    return _loss_grad_blocks(W, Gb, y, start, stop, grad)
+
+
+_NO_XG = np.zeros((1, 1, 1))
+_NO_GB = np.zeros((1, 1, 1, 1))
+
+
+def single_start_inputs(problem: StudentProblem) -> tuple[np.ndarray, np.ndarray]:
+    """``(Xg, Gb)`` for ``_loss_grad_one``: the unused one is a tiny placeholder."""
+    if problem.shared_support:
+        return problem.kernel_inputs, _NO_GB
+    return _NO_XG, problem.sample_blocks
 
 
 def single_block_size(problem: StudentProblem) -> int:
@@ -264,8 +378,9 @@ def loss_and_gradient(problem: StudentProblem, W: np.ndarray, start: int = 0,
     W = problem.check_weights(W)
     start, stop = _sample_range(problem, start, stop)
     grad = np.empty_like(W)
-    value = _loss_grad_single(W, problem.kernel_inputs, problem.shared_support, problem.y,
-                              start, stop, single_block_size(problem), grad)
+    Xg, Gb = single_start_inputs(problem)
+    value = _loss_grad_one(W, Xg, Gb, problem.shared_support, problem.y, start, stop,
+                           single_block_size(problem), grad)
     return float(value), grad
 
 

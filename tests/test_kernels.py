@@ -146,3 +146,20 @@ def test_hessian_refuses_large_problems():
     with pytest.raises(ValueError, match=r"K r = 5000 is too large"):
         kernels.hessian(big, np.zeros((5, 1000)))
     assert kernels.hessian(prob, W).shape == (500, 500)
+
+
+def test_sample_block_kernel_across_block_edges():
+    """Several blocks, ranges that start and stop inside blocks: still equal to the reference."""
+    prob, W_star = make_problem(d=120, K=4, r_star=30, r=40, N=1300, seed=21)
+    blocks = prob.sample_blocks
+    B = blocks.shape[3]
+    assert blocks.shape[0] == -(-prob.N // B) >= 3  # the last block is padded
+    rng = np.random.default_rng(8)
+    W = W_star + 0.3 * rng.standard_normal(W_star.shape)
+    for start, stop in [(0, None), (B - 7, 2 * B + 5), (B, 2 * B), (3, 4), (prob.N - 9, None)]:
+        end = prob.N if stop is None else stop
+        value, grad = kernels.loss_and_gradient(prob, W, start, stop)
+        value_ref, grad_ref = ref.loss_and_gradient(W, prob.gathered()[:, start:end],
+                                                    prob.y[start:end])
+        assert value == pytest.approx(value_ref, rel=1e-12)
+        np.testing.assert_allclose(grad, grad_ref, rtol=1e-10, atol=1e-14)
