@@ -36,8 +36,8 @@ from .kernels import (
     BLOCK_SAMPLES,
     _loss_grad_batch,
     _loss_grad_one,
+    kernel_inputs,
     single_block_size,
-    single_start_inputs,
 )
 from .problem import StudentProblem
 
@@ -208,10 +208,10 @@ def _agd_single(W0, Xg, Gb, y, shared, block, eta, beta, tol, max_iter, T, W_sta
 
 
 @njit(cache=True)
-def _agd_batch(W0, Xg, y, shared, eta, beta, tol, max_iter, T, W_star, track,
+def _agd_batch(W0, Xg, Gb, y, shared, eta, beta, tol, max_iter, T, W_star, track,
                divergence_factor, block, loss_hist, err_hist, n_iters, statuses, W_out):
     M, K, r = W0.shape
-    N = Xg.shape[1]
+    N = y.shape[0]
     nb = N // T
     W = W0.copy()
     W_prev = W0.copy()
@@ -228,7 +228,7 @@ def _agd_batch(W0, Xg, y, shared, eta, beta, tol, max_iter, T, W_star, track,
         start = b * nb
         stop = N if b == T - 1 else start + nb
         Wa = W[:n_active]
-        _loss_grad_batch(Wa, Xg, y, start, stop, shared, block, grad[:n_active],
+        _loss_grad_batch(Wa, Xg, Gb, y, start, stop, shared, block, grad[:n_active],
                          losses[:n_active])
         keep = 0
         for a in range(n_active):
@@ -276,7 +276,7 @@ def _agd_batch(W0, Xg, y, shared, eta, beta, tol, max_iter, T, W_star, track,
                     one[0] = W[a]
                     g1 = np.empty((1, K, r))
                     l1 = np.empty(1)
-                    _loss_grad_batch(one, Xg, y, start, stop, shared, block, g1, l1)
+                    _loss_grad_batch(one, Xg, Gb, y, start, stop, shared, block, g1, l1)
                     loss_hist[m, t + 1] = l1[0]
                     if track:
                         err_hist[m, t + 1] = np.sqrt(np.sum((W[a] - W_star) ** 2)) / star_norm
@@ -321,7 +321,7 @@ def run_agd(problem: StudentProblem, W0: np.ndarray, *, eta: float = 0.5, beta: 
         problem, eta, beta, tol, max_iter, partition, divergence_factor, W_star)
     loss_hist = np.full(max_iter + 1, np.nan)
     err_hist = np.full(max_iter + 1, np.nan)
-    Xg, Gb = single_start_inputs(problem)
+    Xg, Gb = kernel_inputs(problem)
     W, n_iter, status = _agd_single(W0, Xg, Gb, problem.y, problem.shared_support,
                                     single_block_size(problem), eta, beta, tol, max_iter, T,
                                     W_star_arr, track, div, loss_hist, err_hist)
@@ -351,7 +351,8 @@ def run_agd_multistart(problem: StudentProblem, W0: np.ndarray, *, eta: float = 
     n_iters = np.zeros(M, dtype=np.int64)
     statuses = np.zeros(M, dtype=np.int64)
     W_out = np.empty_like(W0)
-    _agd_batch(W0, problem.kernel_inputs, problem.y, problem.shared_support, eta, beta, tol,
+    Xg, Gb = kernel_inputs(problem)
+    _agd_batch(W0, Xg, Gb, problem.y, problem.shared_support, eta, beta, tol,
                max_iter, T, W_star_arr, track, div, block, loss_hist, err_hist, n_iters,
                statuses, W_out)
     results = []

@@ -195,10 +195,11 @@ _NO_XG = np.zeros((1, 1, 1))
 _NO_GB = np.zeros((1, 1, 1, 1))
 
 
-def single_start_inputs(problem: StudentProblem) -> tuple[np.ndarray, np.ndarray]:
-    """``(Xg, Gb)`` for ``_loss_grad_one``: the unused one is a tiny placeholder."""
+def kernel_inputs(problem: StudentProblem) -> tuple[np.ndarray, np.ndarray]:
+    """``(Xg, Gb)`` for the kernels: ``XU[None]`` (1, N, r) for a shared support (no copy), or
+    the sample blocks (n_blocks, K, r, B) otherwise; the unused one is a tiny placeholder."""
     if problem.shared_support:
-        return problem.kernel_inputs, _NO_GB
+        return problem.XU[None], _NO_GB
     return _NO_XG, problem.sample_blocks
 
 
@@ -230,12 +231,68 @@ def _loss_single(W, XU, loc, y, start, stop, shared):
     return loss / (2.0 * (stop - start))
 
 
+@njit(cache=True, fastmath=True)
+def _batch_blocks(W, Gb, y, start, stop, grad, loss):
+    """Batched loss and gradient on sample blocks ``Gb`` (n_blocks, K, r, B), distinct supports.
+
+    Per block and neuron: Z_j = W_j G_j (M x B) and grad_j += C_j G_j^T, matrix products in which
+    the M starts share each read of the block; the residual loops stream along samples.
+    Writes unscaled sums into ``grad`` (M, K, r) and ``loss`` (M,).
+    """
+    M, K, r = W.shape
+    B = Gb.shape[3]
+    inv_k = 1.0 / K
+    Wk = np.empty((K, M, r))
+    for j in range(K):
+        for m in range(M):
+            for i in range(r):
+                Wk[j, m, i] = W[m, j, i]
+    Z = np.empty((K, M, B))
+    gk = np.zeros((K, M, r))
+    e = np.empty(B)
+    for b in range(start // B, (stop - 1) // B + 1):
+        base = b * B
+        t0 = max(start, base) - base
+        t1 = min(stop, base + B) - base
+        for j in range(K):
+            np.dot(Wk[j], Gb[b, j], Z[j])
+        for m in range(M):
+            for t in range(B):
+                e[t] = 0.0
+            for j in range(K):
+                zr = Z[j, m]
+                for t in range(B):
+                    v = zr[t]
+                    e[t] += v if v > 0.0 else 0.0
+            acc = 0.0
+            for t in range(t0, t1):
+                ev = e[t] * inv_k - y[base + t]
+                e[t] = ev
+                acc += ev * ev
+            for t in range(t0):
+                e[t] = 0.0
+            for t in range(t1, B):
+                e[t] = 0.0
+            loss[m] += acc
+            for j in range(K):
+                zr = Z[j, m]
+                for t in range(B):
+                    zr[t] = e[t] if zr[t] > 0.0 else 0.0
+        for j in range(K):
+            gk[j] += np.dot(Z[j], Gb[b, j].T)
+    for m in range(M):
+        for j in range(K):
+            for i in range(r):
+                grad[m, j, i] = gk[j, m, i]
+
+
 @njit(cache=True)
-def _loss_grad_batch(W, Xg, y, start, stop, shared, block, grad, loss):
+def _loss_grad_batch(W, Xg, Gb, y, start, stop, shared, block, grad, loss):
     """Loss and gradient of M starts W (M, K, r) on one data set; writes grad (M, K, r), loss (M,).
 
-    ``Xg`` as in the single-start kernel. Per block of samples: Z_j = G_j W_j^T (B x M) and
-    grad_j += C_j^T G_j, matrix products in which the M starts share each read of the block.
+    Shared support: per block of samples Z = X_b Wt (B x K M) and grad += C^T X_b, matrix
+    products in which every start and neuron shares each read of the block. Distinct supports:
+    ``_batch_blocks`` on the feature-major sample blocks.
     """
     M, K, r = W.shape
     inv_k = 1.0 / K
@@ -274,35 +331,7 @@ def _loss_grad_batch(W, Xg, y, start, stop, shared, block, grad, loss):
                 for i in range(r):
                     grad[m, j, i] = gsum[j * M + m, i]
     else:
-        Wk = np.empty((K, r, M))  # Wk[j] = W[:, j, :].T
-        for j in range(K):
-            for m in range(M):
-                for i in range(r):
-                    Wk[j, i, m] = W[m, j, i]
-        gk = np.zeros((K, M, r))
-        Zk = np.empty((K, B, M))
-        for b0 in range(start, stop, B):
-            nb = min(B, stop - b0)
-            for j in range(K):
-                np.dot(Xg[j, b0:b0 + nb], Wk[j], Zk[j, :nb])
-            for t in range(nb):
-                yt = y[b0 + t]
-                for m in range(M):
-                    s = 0.0
-                    for j in range(K):
-                        v = Zk[j, t, m]
-                        if v > 0.0:
-                            s += v
-                    e = s * inv_k - yt
-                    loss[m] += e * e
-                    for j in range(K):
-                        Zk[j, t, m] = e if Zk[j, t, m] > 0.0 else 0.0
-            for j in range(K):
-                gk[j] += np.dot(Zk[j, :nb].T, Xg[j, b0:b0 + nb])
-        for j in range(K):
-            for m in range(M):
-                for i in range(r):
-                    grad[m, j, i] = gk[j, m, i]
+        _batch_blocks(W, Gb, y, start, stop, grad, loss)
     count = stop - start
     scale = 1.0 / (K * count)
     for m in range(M):
@@ -378,7 +407,7 @@ def loss_and_gradient(problem: StudentProblem, W: np.ndarray, start: int = 0,
     W = problem.check_weights(W)
     start, stop = _sample_range(problem, start, stop)
     grad = np.empty_like(W)
-    Xg, Gb = single_start_inputs(problem)
+    Xg, Gb = kernel_inputs(problem)
     value = _loss_grad_one(W, Xg, Gb, problem.shared_support, problem.y, start, stop,
                            single_block_size(problem), grad)
     return float(value), grad
@@ -399,8 +428,9 @@ def loss_and_gradient_batch(problem: StudentProblem, W: np.ndarray, start: int =
     block = check_int("block", block, minimum=1)
     grad = np.empty_like(W)
     losses = np.empty(W.shape[0])
-    _loss_grad_batch(W, problem.kernel_inputs, problem.y, start, stop,
-                     problem.shared_support, block, grad, losses)
+    Xg, Gb = kernel_inputs(problem)
+    _loss_grad_batch(W, Xg, Gb, problem.y, start, stop, problem.shared_support, block, grad,
+                     losses)
     return losses, grad
 
 

@@ -66,14 +66,6 @@ class StudentProblem:
         return self.p == self.r
 
     @cached_property
-    def kernel_inputs(self) -> np.ndarray:
-        """Inputs of the single-start kernel: gathered (K, N, r), or ``XU[None]`` (1, N, r) when
-        all neurons share one support (then no copy is made)."""
-        if self.shared_support:
-            return self.XU[None]
-        return self.gathered()
-
-    @cached_property
     def sample_blocks(self) -> np.ndarray:
         """Gathered inputs in sample blocks stored feature-major: (n_blocks, K, r, B).
 
