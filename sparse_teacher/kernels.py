@@ -39,6 +39,30 @@ from .problem import StudentProblem
 BLOCK_SAMPLES = 512  # samples per block in the batched kernel (128..3000 tried: 512-1024 best)
 
 
+@njit(cache=True, inline="always")
+def _residuals(Z, y, base, t0, t1, inv_k):
+    """Residuals of one block: for samples t in [t0, t1), e = (1/K) sum_j relu(Z[j, t]) - y[base + t]
+    and Z[j, t] becomes the gradient weight c_jt = e 1{Z[j, t] > 0}; other columns become 0.
+    Returns sum e^2 over the block."""
+    K, B = Z.shape
+    loss = 0.0
+    for t in range(B):
+        if t < t0 or t >= t1:
+            for j in range(K):
+                Z[j, t] = 0.0
+            continue
+        s = 0.0
+        for j in range(K):
+            v = Z[j, t]
+            if v > 0.0:
+                s += v
+        e = s * inv_k - y[base + t]
+        loss += e * e
+        for j in range(K):
+            Z[j, t] = e if Z[j, t] > 0.0 else 0.0
+    return loss
+
+
 @njit(cache=True)
 def _loss_grad_single(W, Xg, shared, y, start, stop, block, grad):
     """Fused loss and gradient of one start; writes ``grad`` (K, r), returns the loss.
@@ -68,16 +92,7 @@ def _loss_grad_single(W, Xg, shared, y, start, stop, block, grad):
         else:
             for j in range(K):
                 np.dot(Xg[j, b0:b0 + nb], W[j], Z[j, :nb])
-        for t in range(nb):
-            s = 0.0
-            for j in range(K):
-                v = Z[j, t]
-                if v > 0.0:
-                    s += v
-            e = s * inv_k - y[b0 + t]
-            loss += e * e
-            for j in range(K):
-                Z[j, t] = e if Z[j, t] > 0.0 else 0.0
+        loss += _residuals(Z, y, b0, 0, nb, inv_k)
         if shared:
             for t in range(nb):
                 for j in range(K):
@@ -134,20 +149,7 @@ def _loss_grad_blocks(W, Gb, y, start, stop, grad):
                 x0 = Gb[b, j, i]
                 for t in range(B):
                     zj[t] += w0 * x0[t]
-        for t in range(B):
-            if t < t0 or t >= t1:
-                for j in range(K):
-                    z[j, t] = 0.0
-                continue
-            s = 0.0
-            for j in range(K):
-                v = z[j, t]
-                if v > 0.0:
-                    s += v
-            e = s * inv_k - y[base + t]
-            loss += e * e
-            for j in range(K):
-                z[j, t] = e if z[j, t] > 0.0 else 0.0
+        loss += _residuals(z, y, base, t0, t1, inv_k)
         for j in range(K):
             c = z[j]
             for i in range(0, r4, 4):
