@@ -14,6 +14,16 @@ both sides (1 by default, ``--threads`` to change):
 Targets (issue 2): single start >= 2x NumPy at every r; batched >= 50% of the ceiling; batched
 per-start throughput >= 4x NumPy single start at r = 100 and >= 8x at r = 500.
 
+Two bounds are measured in the same run, so that a missed target can be told apart from a slow
+kernel:
+
+* ``stream_bound_vs_numpy``: NumPy single-start time over the time of one plain read of the
+  single-start kernel's inputs (a vectorized sum over the sample blocks, or over ``XU`` for a
+  shared support). A single-start iteration must read its inputs at least once, so no kernel
+  can beat NumPy by more than this ratio;
+* ``per_start_target_share_of_ceiling``: the share of the matmul ceiling that the batched kernel
+  would need to reach the per-start target (4x at r = 100, 8x at r = 500).
+
 Run: ``python benchmarks/bench_agd.py`` (writes results/benchmarks/agd.csv).
 """
 
@@ -27,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS that Numba's np.dot calls: load it before limiting threads)
+from numba import njit
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from sparse_teacher import reference
@@ -42,6 +53,16 @@ def best_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+@njit(fastmath=True)
+def read_once(a):
+    """Sum of all entries: one streaming read of ``a`` (the least any single-start pass costs)."""
+    flat = a.reshape(-1)
+    total = 0.0
+    for k in range(flat.size):
+        total += flat[k]
+    return total
 
 
 def numpy_agd(W0, Xg, y, iters, eta=0.5, beta=0.2):
@@ -89,6 +110,11 @@ def main(argv=None) -> pd.DataFrame:
             t_single = best_time(partial(run_agd, prob, W0, tol=0.0, max_iter=it), args.repeats) / it
             t_batch = best_time(partial(run_agd_multistart, prob, starts, tol=0.0, max_iter=it),
                                 args.repeats) / it
+            inputs = prob.XU if prob.shared_support else prob.sample_blocks
+            read_once(inputs)
+            t_read = best_time(lambda inputs=inputs: [read_once(inputs) for _ in range(20)],
+                               args.repeats) / 20
+            target = {100: 4.0, 500: 8.0}.get(r)
             flops = 4 * K * N * r * M
             row = dict(
                 r=r, p=prob.p, threads=args.threads,
@@ -98,6 +124,9 @@ def main(argv=None) -> pd.DataFrame:
                 batched_per_start_vs_numpy_single=M * t_np / t_batch,
                 batched_gflops=flops / t_batch / 1e9, ceiling_gflops=ceiling / 1e9,
                 batched_fraction_of_ceiling=flops / t_batch / ceiling,
+                stream_bound_vs_numpy=t_np / t_read,
+                per_start_target_share_of_ceiling=(
+                    target * flops / (M * t_np) / ceiling if target else np.nan),
             )
             rows.append(row)
             print(f"r={r:4d} p={prob.p:4d}  numpy {1 / t_np:8.1f} it/s | single {1 / t_single:8.1f} "
@@ -105,6 +134,10 @@ def main(argv=None) -> pd.DataFrame:
                   f"{M / t_batch:8.1f} start-it/s ({row['batched_per_start_vs_numpy_single']:.2f}x"
                   f" numpy single), {row['batched_gflops']:.2f} GFLOP/s = "
                   f"{100 * row['batched_fraction_of_ceiling']:.0f}% of ceiling")
+            print(f"        bounds: one read of the inputs = {row['stream_bound_vs_numpy']:.2f}x numpy "
+                  f"single" + (f"; the {target:.0f}x per-start target needs "
+                               f"{100 * row['per_start_target_share_of_ceiling']:.0f}% of the ceiling"
+                               if target else ""))
     table = pd.DataFrame(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

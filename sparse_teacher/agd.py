@@ -33,7 +33,6 @@ from numba import njit
 
 from ._validation import as_generator, check_array, check_float, check_int
 from .kernels import (
-    BLOCK_SAMPLES,
     _loss_grad_batch,
     _loss_grad_one,
     kernel_inputs,
@@ -208,8 +207,8 @@ def _agd_single(W0, Xg, Gb, y, shared, block, eta, beta, tol, max_iter, T, W_sta
 
 
 @njit(cache=True)
-def _agd_batch(W0, Xg, Gb, y, shared, eta, beta, tol, max_iter, T, W_star, track,
-               divergence_factor, block, loss_hist, err_hist, n_iters, statuses, W_out):
+def _agd_batch(W0, Gb, y, eta, beta, tol, max_iter, T, W_star, track, divergence_factor,
+               loss_hist, err_hist, n_iters, statuses, W_out):
     M, K, r = W0.shape
     N = y.shape[0]
     nb = N // T
@@ -228,8 +227,7 @@ def _agd_batch(W0, Xg, Gb, y, shared, eta, beta, tol, max_iter, T, W_star, track
         start = b * nb
         stop = N if b == T - 1 else start + nb
         Wa = W[:n_active]
-        _loss_grad_batch(Wa, Xg, Gb, y, start, stop, shared, block, grad[:n_active],
-                         losses[:n_active])
+        _loss_grad_batch(Wa, Gb, y, start, stop, grad[:n_active], losses[:n_active])
         keep = 0
         for a in range(n_active):
             m = active[a]
@@ -276,7 +274,7 @@ def _agd_batch(W0, Xg, Gb, y, shared, eta, beta, tol, max_iter, T, W_star, track
                     one[0] = W[a]
                     g1 = np.empty((1, K, r))
                     l1 = np.empty(1)
-                    _loss_grad_batch(one, Xg, Gb, y, start, stop, shared, block, g1, l1)
+                    _loss_grad_batch(one, Gb, y, start, stop, g1, l1)
                     loss_hist[m, t + 1] = l1[0]
                     if track:
                         err_hist[m, t + 1] = np.sqrt(np.sum((W[a] - W_star) ** 2)) / star_norm
@@ -334,8 +332,7 @@ def run_agd(problem: StudentProblem, W0: np.ndarray, *, eta: float = 0.5, beta: 
 def run_agd_multistart(problem: StudentProblem, W0: np.ndarray, *, eta: float = 0.5,
                        beta: float = 0.2, tol: float = 1e-8, max_iter: int = 10_000,
                        W_star: np.ndarray | None = None, partition: int | None = None,
-                       divergence_factor: float = 1e6,
-                       block: int = BLOCK_SAMPLES) -> list[AGDResult]:
+                       divergence_factor: float = 1e6) -> list[AGDResult]:
     """Run AGD from M starts ``W0`` (M, K, r) on one data set with the batched kernel.
 
     Each start follows exactly the single-start rule and stops on its own; finished starts leave
@@ -344,17 +341,14 @@ def run_agd_multistart(problem: StudentProblem, W0: np.ndarray, *, eta: float = 
     W0 = problem.check_batch(W0, name="W0")
     eta, beta, tol, max_iter, T, div, W_star_arr, track = _check_options(
         problem, eta, beta, tol, max_iter, partition, divergence_factor, W_star)
-    block = check_int("block", block, minimum=1)
     M = W0.shape[0]
     loss_hist = np.full((M, max_iter + 1), np.nan)
     err_hist = np.full((M, max_iter + 1), np.nan)
     n_iters = np.zeros(M, dtype=np.int64)
     statuses = np.zeros(M, dtype=np.int64)
     W_out = np.empty_like(W0)
-    Xg, Gb = kernel_inputs(problem)
-    _agd_batch(W0, Xg, Gb, problem.y, problem.shared_support, eta, beta, tol,
-               max_iter, T, W_star_arr, track, div, block, loss_hist, err_hist, n_iters,
-               statuses, W_out)
+    _agd_batch(W0, problem.sample_blocks, problem.y, eta, beta, tol, max_iter, T, W_star_arr,
+               track, div, loss_hist, err_hist, n_iters, statuses, W_out)
     results = []
     for m in range(M):
         n = int(n_iters[m])

@@ -17,9 +17,10 @@ the supports and ``loc`` (K, r) the positions of each support inside it. All ari
   the block is stored feature-major (``StudentProblem.sample_blocks``) and the loops stream
   along samples; with a shared support the block's products are BLAS calls. Each block is read
   from memory once and serves both the forward products and the gradient accumulation;
-* batched multi-start: M initializations on one data set. Samples are processed in blocks whose
-  gathered inputs stay in cache; within a block the forward products and the gradient are matrix
-  products (BLAS through ``np.dot``), so the M starts share every read of the data.
+* batched multi-start: M initializations on one data set, on the same sample blocks (one
+  feature-major block of ``XU`` for a shared support). Within a block the forward products and
+  the gradient are small matrix products written as Numba loops tiled over four starts: each
+  load of the data feeds four starts' accumulators, which beats BLAS at these shapes.
 
 Plain NumPy references of each kernel live in :mod:`sparse_teacher.reference`.
 
@@ -36,160 +37,182 @@ from numba import njit
 from ._validation import check_int
 from .problem import StudentProblem
 
-BLOCK_SAMPLES = 512  # samples per block in the batched kernel (128..3000 tried: 512-1024 best)
 
-
-@njit(cache=True, inline="always")
-def _residuals(Z, y, base, t0, t1, inv_k):
-    """Residuals of one block: for samples t in [t0, t1), e = (1/K) sum_j relu(Z[j, t]) - y[base + t]
-    and Z[j, t] becomes the gradient weight c_jt = e 1{Z[j, t] > 0}; other columns become 0.
-    Returns sum e^2 over the block."""
-    K, B = Z.shape
-    loss = 0.0
-    for t in range(B):
-        if t < t0 or t >= t1:
-            for j in range(K):
-                Z[j, t] = 0.0
-            continue
-        s = 0.0
+@njit(cache=True, fastmath=True)
+def _residuals(Z, E, y, base, t0, t1, inv_k, loss):
+    """Residuals of one block for S starts, Z (K, S, B) holding z_jt of each start: for samples t
+    in [t0, t1), e_st = (1/K) sum_j relu(Z[j, s, t]) - y[base + t], and Z[j, s, t] becomes the
+    gradient weight c_jst = e_st 1{Z[j, s, t] > 0}; other samples get c = 0. Adds
+    sum_t e_st^2 to ``loss[s]``; ``E`` (S, B) is scratch."""
+    K, S, B = Z.shape
+    for s in range(S):
+        e = E[s]
+        for t in range(B):
+            e[t] = 0.0
         for j in range(K):
-            v = Z[j, t]
-            if v > 0.0:
-                s += v
-        e = s * inv_k - y[base + t]
-        loss += e * e
+            zj = Z[j, s]
+            for t in range(B):
+                v = zj[t]
+                e[t] += v if v > 0.0 else 0.0
+        acc = 0.0
+        for t in range(t0, t1):
+            ev = e[t] * inv_k - y[base + t]
+            e[t] = ev
+            acc += ev * ev
+        for t in range(t0):
+            e[t] = 0.0
+        for t in range(t1, B):
+            e[t] = 0.0
+        loss[s] += acc
         for j in range(K):
-            Z[j, t] = e if Z[j, t] > 0.0 else 0.0
-    return loss
+            zj = Z[j, s]
+            for t in range(B):
+                zj[t] = e[t] if zj[t] > 0.0 else 0.0
 
 
 @njit(cache=True)
-def _loss_grad_single(W, Xg, shared, y, start, stop, block, grad):
-    """Fused loss and gradient of one start; writes ``grad`` (K, r), returns the loss.
+def _loss_grad_shared(W, XU, y, start, stop, block, grad):
+    """Fused loss and gradient of one start when all neurons read the same coordinates ``XU``
+    (N, r); writes ``grad`` (K, r), returns the loss.
 
-    ``Xg`` holds the gathered inputs (K, N, r), or (1, N, r) when all neurons share a support.
     Samples are processed in blocks small enough to stay in cache, so each block is read from
-    memory once: the forward products z = G_j w_j and the gradient sums G_j^T c_j are BLAS calls
-    on the same cached block (one matrix product over all K neurons for a shared support).
+    memory once: Z = X_b W^T and grad += C^T X_b are BLAS products on the same cached block.
     """
     K, r = W.shape
     B = min(block, stop - start)
     inv_k = 1.0 / K
     gacc = np.zeros((K, r))
-    loss = 0.0
-    if shared:
-        Wt = np.ascontiguousarray(W.T)
-        Zs = np.empty((B, K))
-        Cs = np.empty((B, K))
-    Z = np.empty((K, B))
+    Wt = np.ascontiguousarray(W.T)
+    Zs = np.empty((B, K))
+    Cs = np.empty((B, K))
+    Z3 = np.empty((K, 1, B))
+    E = np.empty((1, B))
+    total = np.zeros(1)
     for b0 in range(start, stop, B):
         nb = min(B, stop - b0)
-        if shared:
-            np.dot(Xg[0, b0:b0 + nb], Wt, Zs[:nb])
-            for t in range(nb):
-                for j in range(K):
-                    Z[j, t] = Zs[t, j]
-        else:
+        np.dot(XU[b0:b0 + nb], Wt, Zs[:nb])
+        for t in range(nb):
             for j in range(K):
-                np.dot(Xg[j, b0:b0 + nb], W[j], Z[j, :nb])
-        loss += _residuals(Z, y, b0, 0, nb, inv_k)
-        if shared:
-            for t in range(nb):
-                for j in range(K):
-                    Cs[t, j] = Z[j, t]
-            gacc += np.dot(Cs[:nb].T, Xg[0, b0:b0 + nb])
-        else:
+                Z3[j, 0, t] = Zs[t, j]
+        _residuals(Z3, E, y, b0, 0, nb, inv_k, total)
+        for t in range(nb):
             for j in range(K):
-                gacc[j] += np.dot(Z[j, :nb], Xg[j, b0:b0 + nb])
+                Cs[t, j] = Z3[j, 0, t]
+        gacc += np.dot(Cs[:nb].T, XU[b0:b0 + nb])
     count = stop - start
     scale = 1.0 / (K * count)
     for j in range(K):
         for i in range(r):
             grad[j, i] = gacc[j, i] * scale
-    return loss / (2.0 * count)
+    return total[0] / (2.0 * count)
+
+
+# The forward products keep their order of summation (no reassociation): the tree below is
+# what LLVM vectorizes best along samples, eight features per update of z.
+_FORWARD_MATH = {"contract", "nsz", "arcp"}
+
+
+@njit(cache=True, fastmath=_FORWARD_MATH)
+def _forward_block(W, G, z):
+    """z[j, t] = sum_i W[j, i] G[j, i, t] for one feature-major block G (K, r, B)."""
+    K, r, B = G.shape
+    r8 = r - r % 8
+    for j in range(K):
+        zj = z[j]
+        for t in range(B):
+            zj[t] = 0.0
+        for i in range(0, r8, 8):
+            w0, w1, w2, w3 = W[j, i], W[j, i + 1], W[j, i + 2], W[j, i + 3]
+            w4, w5, w6, w7 = W[j, i + 4], W[j, i + 5], W[j, i + 6], W[j, i + 7]
+            x0, x1, x2, x3 = G[j, i], G[j, i + 1], G[j, i + 2], G[j, i + 3]
+            x4, x5, x6, x7 = G[j, i + 4], G[j, i + 5], G[j, i + 6], G[j, i + 7]
+            for t in range(B):
+                s01 = w0 * x0[t] + w1 * x1[t]
+                s23 = w2 * x2[t] + w3 * x3[t]
+                s45 = w4 * x4[t] + w5 * x5[t]
+                s67 = w6 * x6[t] + w7 * x7[t]
+                zj[t] = zj[t] + ((s01 + s23) + (s45 + s67))
+        for i in range(r8, r):
+            w0 = W[j, i]
+            x0 = G[j, i]
+            for t in range(B):
+                zj[t] += w0 * x0[t]
 
 
 @njit(cache=True, fastmath=True)
+def _backward_block(C, G, g):
+    """g[j, i] += sum_t C[j, t] G[j, i, t] for one feature-major block G (K, r, B): eight
+    features at a time share each load of C."""
+    K, r, B = G.shape
+    r8 = r - r % 8
+    for j in range(K):
+        c = C[j]
+        for i in range(0, r8, 8):
+            x0, x1, x2, x3 = G[j, i], G[j, i + 1], G[j, i + 2], G[j, i + 3]
+            x4, x5, x6, x7 = G[j, i + 4], G[j, i + 5], G[j, i + 6], G[j, i + 7]
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+            for t in range(B):
+                ct = c[t]
+                a0 += ct * x0[t]
+                a1 += ct * x1[t]
+                a2 += ct * x2[t]
+                a3 += ct * x3[t]
+                a4 += ct * x4[t]
+                a5 += ct * x5[t]
+                a6 += ct * x6[t]
+                a7 += ct * x7[t]
+            g[j, i] += a0
+            g[j, i + 1] += a1
+            g[j, i + 2] += a2
+            g[j, i + 3] += a3
+            g[j, i + 4] += a4
+            g[j, i + 5] += a5
+            g[j, i + 6] += a6
+            g[j, i + 7] += a7
+        for i in range(r8, r):
+            x0 = G[j, i]
+            a0 = 0.0
+            for t in range(B):
+                a0 += c[t] * x0[t]
+            g[j, i] += a0
+
+
+@njit(cache=True)
 def _loss_grad_blocks(W, Gb, y, start, stop, grad):
     """Fused loss and gradient of one start on sample blocks ``Gb`` (n_blocks, K, r, B).
 
-    Per block: z_j = sum_i w_ji G[j, i, :] streams along the block's samples four features at a
-    time, then the residuals, then grad_ji += sum_t c_jt G[j, i, t]; the block is read from memory
-    once and re-read from cache. The sample loops always run over the whole block (fixed trip
-    counts vectorize); samples outside [start, stop) get c = 0 and no loss.
+    Per block: the forward products z_j (streaming along the block's samples), the residuals,
+    then grad_ji += sum_t c_jt G[j, i, t]; the block is read from memory once and re-read from
+    cache. The sample loops always run over the whole block (fixed trip counts vectorize);
+    samples outside [start, stop) get c = 0 and no loss.
     """
     K, r = W.shape
     B = Gb.shape[3]
     inv_k = 1.0 / K
-    z = np.empty((K, B))
+    Z3 = np.empty((K, 1, B))
+    z = Z3.reshape(K, B)
+    E = np.empty((1, B))
+    total = np.zeros(1)
     g = np.zeros((K, r))
-    r4 = r - r % 4
-    loss = 0.0
     for b in range(start // B, (stop - 1) // B + 1):
         base = b * B
-        t0 = max(start, base) - base
-        t1 = min(stop, base + B) - base
-        for j in range(K):
-            zj = z[j]
-            for t in range(B):
-                zj[t] = 0.0
-            for i in range(0, r4, 4):
-                w0 = W[j, i]
-                w1 = W[j, i + 1]
-                w2 = W[j, i + 2]
-                w3 = W[j, i + 3]
-                x0 = Gb[b, j, i]
-                x1 = Gb[b, j, i + 1]
-                x2 = Gb[b, j, i + 2]
-                x3 = Gb[b, j, i + 3]
-                for t in range(B):
-                    zj[t] += w0 * x0[t] + w1 * x1[t] + w2 * x2[t] + w3 * x3[t]
-            for i in range(r4, r):
-                w0 = W[j, i]
-                x0 = Gb[b, j, i]
-                for t in range(B):
-                    zj[t] += w0 * x0[t]
-        loss += _residuals(z, y, base, t0, t1, inv_k)
-        for j in range(K):
-            c = z[j]
-            for i in range(0, r4, 4):
-                x0 = Gb[b, j, i]
-                x1 = Gb[b, j, i + 1]
-                x2 = Gb[b, j, i + 2]
-                x3 = Gb[b, j, i + 3]
-                a0 = 0.0
-                a1 = 0.0
-                a2 = 0.0
-                a3 = 0.0
-                for t in range(B):
-                    ct = c[t]
-                    a0 += ct * x0[t]
-                    a1 += ct * x1[t]
-                    a2 += ct * x2[t]
-                    a3 += ct * x3[t]
-                g[j, i] += a0
-                g[j, i + 1] += a1
-                g[j, i + 2] += a2
-                g[j, i + 3] += a3
-            for i in range(r4, r):
-                x0 = Gb[b, j, i]
-                a0 = 0.0
-                for t in range(B):
-                    a0 += c[t] * x0[t]
-                g[j, i] += a0
+        _forward_block(W, Gb[b], z)
+        _residuals(Z3, E, y, base, max(start, base) - base, min(stop, base + B) - base, inv_k,
+                   total)
+        _backward_block(z, Gb[b], g)
     count = stop - start
     scale = 1.0 / (K * count)
     for j in range(K):
         for i in range(r):
             grad[j, i] = g[j, i] * scale
-    return loss / (2.0 * count)
+    return total[0] / (2.0 * count)
 
 
 @njit(cache=True)
 def _loss_grad_one(W, Xg, Gb, shared, y, start, stop, block, grad):
     """Single-start dispatch: BLAS blocks for a shared support, sample blocks otherwise."""
     if shared:
-        return _loss_grad_single(W, Xg, True, y, start, stop, block, grad)
+        return _loss_grad_shared(W, Xg[0], y, start, stop, block, grad)
     return _loss_grad_blocks(W, Gb, y, start, stop, grad)
 
 
@@ -198,8 +221,9 @@ _NO_GB = np.zeros((1, 1, 1, 1))
 
 
 def kernel_inputs(problem: StudentProblem) -> tuple[np.ndarray, np.ndarray]:
-    """``(Xg, Gb)`` for the kernels: ``XU[None]`` (1, N, r) for a shared support (no copy), or
-    the sample blocks (n_blocks, K, r, B) otherwise; the unused one is a tiny placeholder."""
+    """``(Xg, Gb)`` for the single-start kernel: ``XU[None]`` (1, N, r) for a shared support
+    (no copy), or the sample blocks (n_blocks, K, r, B) otherwise; the unused one is a tiny
+    placeholder. The batched kernel always reads ``problem.sample_blocks``."""
     if problem.shared_support:
         return problem.XU[None], _NO_GB
     return _NO_XG, problem.sample_blocks
@@ -233,15 +257,140 @@ def _loss_single(W, XU, loc, y, start, stop, shared):
     return loss / (2.0 * (stop - start))
 
 
-@njit(cache=True, fastmath=True)
-def _batch_blocks(W, Gb, y, start, stop, grad, loss):
-    """Batched loss and gradient on sample blocks ``Gb`` (n_blocks, K, r, B), distinct supports.
+@njit(cache=True, fastmath=_FORWARD_MATH)
+def _forward_starts(V, G, Z):
+    """Z[m, t] = sum_i V[m, i] G[i, t]: V (S, r) weights of S starts, G (r, B) one block."""
+    S, r = V.shape
+    B = G.shape[1]
+    r4 = r - r % 4
+    S4 = S - S % 4
+    for m0 in range(0, S4, 4):
+        z0, z1, z2, z3 = Z[m0], Z[m0 + 1], Z[m0 + 2], Z[m0 + 3]
+        for t in range(B):
+            z0[t] = 0.0
+            z1[t] = 0.0
+            z2[t] = 0.0
+            z3[t] = 0.0
+        for i in range(0, r4, 4):
+            x0, x1, x2, x3 = G[i], G[i + 1], G[i + 2], G[i + 3]
+            a0, a1, a2, a3 = V[m0, i], V[m0, i + 1], V[m0, i + 2], V[m0, i + 3]
+            b0, b1, b2, b3 = V[m0 + 1, i], V[m0 + 1, i + 1], V[m0 + 1, i + 2], V[m0 + 1, i + 3]
+            c0, c1, c2, c3 = V[m0 + 2, i], V[m0 + 2, i + 1], V[m0 + 2, i + 2], V[m0 + 2, i + 3]
+            d0, d1, d2, d3 = V[m0 + 3, i], V[m0 + 3, i + 1], V[m0 + 3, i + 2], V[m0 + 3, i + 3]
+            for t in range(B):
+                g0, g1, g2, g3 = x0[t], x1[t], x2[t], x3[t]
+                z0[t] = z0[t] + ((a0 * g0 + a1 * g1) + (a2 * g2 + a3 * g3))
+                z1[t] = z1[t] + ((b0 * g0 + b1 * g1) + (b2 * g2 + b3 * g3))
+                z2[t] = z2[t] + ((c0 * g0 + c1 * g1) + (c2 * g2 + c3 * g3))
+                z3[t] = z3[t] + ((d0 * g0 + d1 * g1) + (d2 * g2 + d3 * g3))
+        for i in range(r4, r):
+            x0 = G[i]
+            a0, b0, c0, d0 = V[m0, i], V[m0 + 1, i], V[m0 + 2, i], V[m0 + 3, i]
+            for t in range(B):
+                g0 = x0[t]
+                z0[t] += a0 * g0
+                z1[t] += b0 * g0
+                z2[t] += c0 * g0
+                z3[t] += d0 * g0
+    for m in range(S4, S):
+        zm = Z[m]
+        for t in range(B):
+            zm[t] = 0.0
+        for i in range(0, r4, 4):
+            x0, x1, x2, x3 = G[i], G[i + 1], G[i + 2], G[i + 3]
+            a0, a1, a2, a3 = V[m, i], V[m, i + 1], V[m, i + 2], V[m, i + 3]
+            for t in range(B):
+                zm[t] = zm[t] + ((a0 * x0[t] + a1 * x1[t]) + (a2 * x2[t] + a3 * x3[t]))
+        for i in range(r4, r):
+            x0 = G[i]
+            a0 = V[m, i]
+            for t in range(B):
+                zm[t] += a0 * x0[t]
 
-    Per block and neuron: Z_j = W_j G_j (M x B) and grad_j += C_j G_j^T, matrix products in which
-    the M starts share each read of the block; the residual loops stream along samples.
-    Writes unscaled sums into ``grad`` (M, K, r) and ``loss`` (M,).
+@njit(cache=True, fastmath=True)
+def _backward_starts(C, G, g):
+    """g[m, i] += sum_t C[m, t] G[i, t] for S starts: C (S, B), G (r, B), g (S, r)."""
+    S, B = C.shape
+    r = G.shape[0]
+    r4 = r - r % 4
+    S4 = S - S % 4
+    for m0 in range(0, S4, 4):
+        c0, c1, c2, c3 = C[m0], C[m0 + 1], C[m0 + 2], C[m0 + 3]
+        for i in range(0, r4, 4):
+            x0, x1, x2, x3 = G[i], G[i + 1], G[i + 2], G[i + 3]
+            s00 = s01 = s02 = s03 = 0.0
+            s10 = s11 = s12 = s13 = 0.0
+            s20 = s21 = s22 = s23 = 0.0
+            s30 = s31 = s32 = s33 = 0.0
+            for t in range(B):
+                g0, g1, g2, g3 = x0[t], x1[t], x2[t], x3[t]
+                e0, e1, e2, e3 = c0[t], c1[t], c2[t], c3[t]
+                s00 += e0 * g0
+                s01 += e0 * g1
+                s02 += e0 * g2
+                s03 += e0 * g3
+                s10 += e1 * g0
+                s11 += e1 * g1
+                s12 += e1 * g2
+                s13 += e1 * g3
+                s20 += e2 * g0
+                s21 += e2 * g1
+                s22 += e2 * g2
+                s23 += e2 * g3
+                s30 += e3 * g0
+                s31 += e3 * g1
+                s32 += e3 * g2
+                s33 += e3 * g3
+            g[m0, i] += s00
+            g[m0, i + 1] += s01
+            g[m0, i + 2] += s02
+            g[m0, i + 3] += s03
+            g[m0 + 1, i] += s10
+            g[m0 + 1, i + 1] += s11
+            g[m0 + 1, i + 2] += s12
+            g[m0 + 1, i + 3] += s13
+            g[m0 + 2, i] += s20
+            g[m0 + 2, i + 1] += s21
+            g[m0 + 2, i + 2] += s22
+            g[m0 + 2, i + 3] += s23
+            g[m0 + 3, i] += s30
+            g[m0 + 3, i + 1] += s31
+            g[m0 + 3, i + 2] += s32
+            g[m0 + 3, i + 3] += s33
+        for i in range(r4, r):
+            x0 = G[i]
+            s0 = s1 = s2 = s3 = 0.0
+            for t in range(B):
+                g0 = x0[t]
+                s0 += c0[t] * g0
+                s1 += c1[t] * g0
+                s2 += c2[t] * g0
+                s3 += c3[t] * g0
+            g[m0, i] += s0
+            g[m0 + 1, i] += s1
+            g[m0 + 2, i] += s2
+            g[m0 + 3, i] += s3
+    for m in range(S4, S):
+        c = C[m]
+        for i in range(r):
+            x0 = G[i]
+            s0 = 0.0
+            for t in range(B):
+                s0 += c[t] * x0[t]
+            g[m, i] += s0
+
+@njit(cache=True, fastmath=True)
+def _loss_grad_batch(W, Gb, y, start, stop, grad, loss):
+    """Loss and gradient of M starts W (M, K, r) on one data set; writes grad (M, K, r), loss (M,).
+
+    ``Gb`` holds the sample blocks (n_blocks, K, r, B), or (n_blocks, 1, r, B) when every neuron
+    reads the same coordinates. Per block: Z_j = W_j G_j (M x B) for each neuron (one product
+    over all K M rows for a shared support), the residuals of each start, then
+    grad_j += C_j G_j^T. The products are register-tiled over four starts, so every load of the
+    block serves several starts (``_forward_starts``, ``_backward_starts``).
     """
     M, K, r = W.shape
+    flat = Gb.shape[1] == 1
     B = Gb.shape[3]
     inv_k = 1.0 / K
     Wk = np.empty((K, M, r))
@@ -251,95 +400,29 @@ def _batch_blocks(W, Gb, y, start, stop, grad, loss):
                 Wk[j, m, i] = W[m, j, i]
     Z = np.empty((K, M, B))
     gk = np.zeros((K, M, r))
-    e = np.empty(B)
+    E = np.empty((M, B))
+    loss[:] = 0.0
     for b in range(start // B, (stop - 1) // B + 1):
         base = b * B
         t0 = max(start, base) - base
         t1 = min(stop, base + B) - base
-        for j in range(K):
-            np.dot(Wk[j], Gb[b, j], Z[j])
-        for m in range(M):
-            for t in range(B):
-                e[t] = 0.0
+        if flat:
+            _forward_starts(Wk.reshape(K * M, r), Gb[b, 0], Z.reshape(K * M, B))
+        else:
             for j in range(K):
-                zr = Z[j, m]
-                for t in range(B):
-                    v = zr[t]
-                    e[t] += v if v > 0.0 else 0.0
-            acc = 0.0
-            for t in range(t0, t1):
-                ev = e[t] * inv_k - y[base + t]
-                e[t] = ev
-                acc += ev * ev
-            for t in range(t0):
-                e[t] = 0.0
-            for t in range(t1, B):
-                e[t] = 0.0
-            loss[m] += acc
+                _forward_starts(Wk[j], Gb[b, j], Z[j])
+        _residuals(Z, E, y, base, t0, t1, inv_k, loss)
+        if flat:
+            _backward_starts(Z.reshape(K * M, B), Gb[b, 0], gk.reshape(K * M, r))
+        else:
             for j in range(K):
-                zr = Z[j, m]
-                for t in range(B):
-                    zr[t] = e[t] if zr[t] > 0.0 else 0.0
-        for j in range(K):
-            gk[j] += np.dot(Z[j], Gb[b, j].T)
-    for m in range(M):
-        for j in range(K):
-            for i in range(r):
-                grad[m, j, i] = gk[j, m, i]
-
-
-@njit(cache=True)
-def _loss_grad_batch(W, Xg, Gb, y, start, stop, shared, block, grad, loss):
-    """Loss and gradient of M starts W (M, K, r) on one data set; writes grad (M, K, r), loss (M,).
-
-    Shared support: per block of samples Z = X_b Wt (B x K M) and grad += C^T X_b, matrix
-    products in which every start and neuron shares each read of the block. Distinct supports:
-    ``_batch_blocks`` on the feature-major sample blocks.
-    """
-    M, K, r = W.shape
-    inv_k = 1.0 / K
-    B = min(block, stop - start)
-    KM = K * M
-    loss[:] = 0.0
-    if shared:
-        # column j*M + m of Wt is W[m, j, :]
-        Wt = np.empty((r, KM))
-        for j in range(K):
-            for m in range(M):
-                for i in range(r):
-                    Wt[i, j * M + m] = W[m, j, i]
-        gsum = np.zeros((KM, r))
-        Z = np.empty((B, KM))
-        for b0 in range(start, stop, B):
-            nb = min(B, stop - b0)
-            Xb = Xg[0, b0:b0 + nb]
-            Zb = Z[:nb]
-            np.dot(Xb, Wt, Zb)
-            for t in range(nb):
-                yt = y[b0 + t]
-                for m in range(M):
-                    s = 0.0
-                    for j in range(K):
-                        v = Zb[t, j * M + m]
-                        if v > 0.0:
-                            s += v
-                    e = s * inv_k - yt
-                    loss[m] += e * e
-                    for j in range(K):
-                        Zb[t, j * M + m] = e if Zb[t, j * M + m] > 0.0 else 0.0
-            gsum += np.dot(Zb.T, Xb)
-        for j in range(K):
-            for m in range(M):
-                for i in range(r):
-                    grad[m, j, i] = gsum[j * M + m, i]
-    else:
-        _batch_blocks(W, Gb, y, start, stop, grad, loss)
+                _backward_starts(Z[j], Gb[b, j], gk[j])
     count = stop - start
     scale = 1.0 / (K * count)
     for m in range(M):
         for j in range(K):
             for i in range(r):
-                grad[m, j, i] *= scale
+                grad[m, j, i] = gk[j, m, i] * scale
         loss[m] /= 2.0 * count
 
 
@@ -422,17 +505,13 @@ def gradient(problem: StudentProblem, W: np.ndarray, start: int = 0,
 
 
 def loss_and_gradient_batch(problem: StudentProblem, W: np.ndarray, start: int = 0,
-                            stop: int | None = None,
-                            block: int = BLOCK_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
+                            stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Losses (M,) and gradients (M, K, r) of M starts W (M, K, r) sharing one data set."""
     W = problem.check_batch(W)
     start, stop = _sample_range(problem, start, stop)
-    block = check_int("block", block, minimum=1)
     grad = np.empty_like(W)
     losses = np.empty(W.shape[0])
-    Xg, Gb = kernel_inputs(problem)
-    _loss_grad_batch(W, Xg, Gb, problem.y, start, stop, problem.shared_support, block, grad,
-                     losses)
+    _loss_grad_batch(W, problem.sample_blocks, problem.y, start, stop, grad, losses)
     return losses, grad
 
 

@@ -16,6 +16,8 @@ import numpy as np
 from ._validation import check_array
 from .teacher import validate_supports
 
+BLOCK_BUDGET = 32768  # doubles per sample block (256 KB), see StudentProblem.sample_blocks
+
 
 @dataclass(frozen=True)
 class StudentProblem:
@@ -67,21 +69,24 @@ class StudentProblem:
 
     @cached_property
     def sample_blocks(self) -> np.ndarray:
-        """Gathered inputs in sample blocks stored feature-major: (n_blocks, K, r, B).
+        """Inputs in sample blocks stored feature-major: (n_blocks, K, r, B), or (n_blocks, 1, r, B)
+        for a shared support (then the block is ``XU`` itself, read by every neuron).
 
         ``[b, j, i, t] = x_n[Omega_j][i]`` with ``n = b B + t`` (zeros past N). Within a block every
-        feature is a contiguous run of B samples, so the single-start kernel streams along samples
-        (vectorized) while the block (K r B doubles, at most about 1 MB) stays in cache between the
-        forward products and the gradient sums. B = the largest power of two in [32, 512] with
-        K r B <= 131072 (best of 65536, 131072 in benchmarks/bench_agd.py).
+        feature is a contiguous run of B samples, so the kernels stream along samples
+        (vectorized) while the block stays in cache between the forward products and the
+        gradient sums. B = the largest power of two in [32, 1024] with (rows of the block) x B
+        <= 32768, i.e. blocks of at most 256 KB (a scan over B for K = 5, r = 10..500,
+        N = 3000, single and batched kernels: see benchmarks/bench_agd.py).
         """
-        rows = self.K * self.r
-        B = int(min(512, max(32, 2 ** int(np.floor(np.log2(max(1, 131072 // rows)))))))
+        rows = self.r if self.shared_support else self.K * self.r
+        B = int(min(1024, max(32, 2 ** int(np.floor(np.log2(max(1, BLOCK_BUDGET // rows)))))))
         n_blocks = -(-self.N // B)
-        padded = np.zeros((self.K, n_blocks * B, self.r))
-        padded[:, :self.N] = self.gathered()
+        inputs = self.XU[None] if self.shared_support else self.gathered()
+        padded = np.zeros((inputs.shape[0], n_blocks * B, self.r))
+        padded[:, :self.N] = inputs
         return np.ascontiguousarray(
-            padded.reshape(self.K, n_blocks, B, self.r).transpose(1, 0, 3, 2))
+            padded.reshape(inputs.shape[0], n_blocks, B, self.r).transpose(1, 0, 3, 2))
 
     def gathered(self) -> np.ndarray:
         """The (K, N, r) gathered inputs ``x_n[Omega_j]`` (for NumPy references; K N r doubles)."""

@@ -51,7 +51,7 @@ def test_multistart_equals_loop_of_single_starts(issue_case):
     prob, W_star = issue_case
     starts = np.stack([init_at_distance(W_star, lam, seed=s)
                        for s, lam in enumerate([0.1, 0.5, 0.3, 1.5])])
-    batch = run_agd_multistart(prob, starts, W_star=W_star, max_iter=3000, block=300)
+    batch = run_agd_multistart(prob, starts, W_star=W_star, max_iter=3000)
     for m, res_b in enumerate(batch):
         res_s = run_agd(prob, starts[m], W_star=W_star, max_iter=3000)
         assert res_b.status == res_s.status

@@ -42,8 +42,8 @@ def test_batched_matches_numpy_and_single(case):
     prob, W_star = make_problem(**case)
     rng = np.random.default_rng(1)
     Ws = W_star + 0.4 * rng.standard_normal((5, *W_star.shape))
-    for start, stop, block in [(0, None, 64), (7, prob.N - 3, 50), (0, None, 1000)]:
-        losses, grads = kernels.loss_and_gradient_batch(prob, Ws, start, stop, block=block)
+    for start, stop in [(0, None), (7, prob.N - 3), (prob.N - 5, None)]:
+        losses, grads = kernels.loss_and_gradient_batch(prob, Ws, start, stop)
         end = prob.N if stop is None else stop
         l_ref, g_ref = ref.loss_and_gradient_batch(Ws, prob.gathered()[:, start:end],
                                                    prob.y[start:end])
@@ -131,7 +131,7 @@ def test_kernels_match_reference_on_random_shapes(K, r, extra, N, M, seed):
     y = rng.standard_normal(N)
     prob = StudentProblem.from_data(X, y, S)
     Ws = rng.standard_normal((M, K, r))
-    losses, grads = kernels.loss_and_gradient_batch(prob, Ws, block=int(rng.integers(1, 20)))
+    losses, grads = kernels.loss_and_gradient_batch(prob, Ws)
     l_ref, g_ref = ref.loss_and_gradient_batch(Ws, prob.gathered(), y)
     np.testing.assert_allclose(losses, l_ref, rtol=1e-11)
     np.testing.assert_allclose(grads, g_ref, rtol=1e-9, atol=1e-12)
@@ -148,18 +148,26 @@ def test_hessian_refuses_large_problems():
     assert kernels.hessian(prob, W).shape == (500, 500)
 
 
-def test_sample_block_kernel_across_block_edges():
-    """Several blocks, ranges that start and stop inside blocks: still equal to the reference."""
-    prob, W_star = make_problem(d=120, K=4, r_star=30, r=40, N=1300, seed=21)
+@pytest.mark.parametrize("dense", [False, True])
+def test_sample_block_kernels_across_block_edges(dense):
+    """Several blocks, ranges that start and stop inside blocks, a number of starts that is not
+    a multiple of the batched kernel's tile of four: still equal to the reference."""
+    prob, W_star = make_problem(d=121, K=4, r_star=30, r=41, N=1300, seed=21, dense=dense)
     blocks = prob.sample_blocks
     B = blocks.shape[3]
-    assert blocks.shape[0] == -(-prob.N // B) >= 3  # the last block is padded
+    assert blocks.shape[:3] == (-(-prob.N // B), 1 if dense else 4, prob.r)
+    assert blocks.shape[0] >= 3  # the last block is padded
     rng = np.random.default_rng(8)
-    W = W_star + 0.3 * rng.standard_normal(W_star.shape)
+    Ws = W_star + 0.3 * rng.standard_normal((6, *W_star.shape))
     for start, stop in [(0, None), (B - 7, 2 * B + 5), (B, 2 * B), (3, 4), (prob.N - 9, None)]:
         end = prob.N if stop is None else stop
-        value, grad = kernels.loss_and_gradient(prob, W, start, stop)
-        value_ref, grad_ref = ref.loss_and_gradient(W, prob.gathered()[:, start:end],
+        value, grad = kernels.loss_and_gradient(prob, Ws[0], start, stop)
+        value_ref, grad_ref = ref.loss_and_gradient(Ws[0], prob.gathered()[:, start:end],
                                                     prob.y[start:end])
         assert value == pytest.approx(value_ref, rel=1e-12)
         np.testing.assert_allclose(grad, grad_ref, rtol=1e-10, atol=1e-14)
+        losses, grads = kernels.loss_and_gradient_batch(prob, Ws, start, stop)
+        l_ref, g_ref = ref.loss_and_gradient_batch(Ws, prob.gathered()[:, start:end],
+                                                   prob.y[start:end])
+        np.testing.assert_allclose(losses, l_ref, rtol=1e-12)
+        np.testing.assert_allclose(grads, g_ref, rtol=1e-10, atol=1e-14)
