@@ -76,8 +76,9 @@ class StudentProblem:
         feature is a contiguous run of B samples, so the kernels stream along samples
         (vectorized) while the block stays in cache between the forward products and the
         gradient sums. B = the largest power of two in [32, 1024] with (rows of the block) x B
-        <= 32768, i.e. blocks of at most 256 KB (a scan over B for K = 5, r = 10..500,
-        N = 3000, single and batched kernels: see benchmarks/bench_agd.py).
+        <= 32768, i.e. blocks of at most 256 KB. Scans over B = 32..1024 (K = 5, r = 10..500,
+        N = 3000, single and batched kernels) found 64..512 within the run-to-run noise, except
+        the single start at r = 25, fastest at 256 (about 5% over 128 and 512).
         """
         rows = self.r if self.shared_support else self.K * self.r
         B = int(min(1024, max(32, 2 ** int(np.floor(np.log2(max(1, BLOCK_BUDGET // rows)))))))
