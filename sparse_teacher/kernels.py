@@ -262,12 +262,12 @@ def _loss_single(W, XU, loc, y, start, stop, shared):
 
 @njit(cache=True, fastmath=_FORWARD_MATH)
 def _forward_starts(V, G, Z):
-    """Z[m, t] = sum_i V[m, i] G[i, t]: V (S, r) weights of S starts, G (r, B) one block."""
+    """Z[m, t] = sum_i V[m, i] G[i, t]: V (S, r) weights of S starts (S a multiple of 4), G (r, B)
+    one block. Four starts share each load of G; z is updated once per four features."""
     S, r = V.shape
     B = G.shape[1]
     r4 = r - r % 4
-    S4 = S - S % 4
-    for m0 in range(0, S4, 4):
+    for m0 in range(0, S, 4):
         z0, z1, z2, z3 = Z[m0], Z[m0 + 1], Z[m0 + 2], Z[m0 + 3]
         for t in range(B):
             z0[t] = 0.0
@@ -295,29 +295,16 @@ def _forward_starts(V, G, Z):
                 z1[t] += b0 * g0
                 z2[t] += c0 * g0
                 z3[t] += d0 * g0
-    for m in range(S4, S):
-        zm = Z[m]
-        for t in range(B):
-            zm[t] = 0.0
-        for i in range(0, r4, 4):
-            x0, x1, x2, x3 = G[i], G[i + 1], G[i + 2], G[i + 3]
-            a0, a1, a2, a3 = V[m, i], V[m, i + 1], V[m, i + 2], V[m, i + 3]
-            for t in range(B):
-                zm[t] = zm[t] + ((a0 * x0[t] + a1 * x1[t]) + (a2 * x2[t] + a3 * x3[t]))
-        for i in range(r4, r):
-            x0 = G[i]
-            a0 = V[m, i]
-            for t in range(B):
-                zm[t] += a0 * x0[t]
+
 
 @njit(cache=True, fastmath=True)
 def _backward_starts(C, G, g):
-    """g[m, i] += sum_t C[m, t] G[i, t] for S starts: C (S, B), G (r, B), g (S, r)."""
+    """g[m, i] += sum_t C[m, t] G[i, t] for S starts (S a multiple of 4): C (S, B), G (r, B),
+    g (S, r). Sixteen sums (four starts x four features) stay in registers along the block."""
     S, B = C.shape
     r = G.shape[0]
     r4 = r - r % 4
-    S4 = S - S % 4
-    for m0 in range(0, S4, 4):
+    for m0 in range(0, S, 4):
         c0, c1, c2, c3 = C[m0], C[m0 + 1], C[m0 + 2], C[m0 + 3]
         for i in range(0, r4, 4):
             x0, x1, x2, x3 = G[i], G[i + 1], G[i + 2], G[i + 3]
@@ -373,14 +360,7 @@ def _backward_starts(C, G, g):
             g[m0 + 1, i] += s1
             g[m0 + 2, i] += s2
             g[m0 + 3, i] += s3
-    for m in range(S4, S):
-        c = C[m]
-        for i in range(r):
-            x0 = G[i]
-            s0 = 0.0
-            for t in range(B):
-                s0 += c[t] * x0[t]
-            g[m, i] += s0
+
 
 @njit(cache=True, fastmath=True)
 def _loss_grad_batch(W, Gb, y, start, stop, grad, loss):
@@ -396,27 +376,28 @@ def _loss_grad_batch(W, Gb, y, start, stop, grad, loss):
     flat = Gb.shape[1] == 1
     B = Gb.shape[3]
     inv_k = 1.0 / K
-    Wk = np.empty((K, M, r))
+    Mt = M + (-M) % 4  # whole tiles of four starts; the padding starts are zero and discarded
+    Wk = np.zeros((K, Mt, r))
     for j in range(K):
         for m in range(M):
             for i in range(r):
                 Wk[j, m, i] = W[m, j, i]
-    Z = np.empty((K, M, B))
-    gk = np.zeros((K, M, r))
-    E = np.empty((M, B))
-    loss[:] = 0.0
+    Z = np.empty((K, Mt, B))
+    gk = np.zeros((K, Mt, r))
+    E = np.empty((Mt, B))
+    sums = np.zeros(Mt)
     for b in range(start // B, (stop - 1) // B + 1):
         base = b * B
         t0 = max(start, base) - base
         t1 = min(stop, base + B) - base
         if flat:
-            _forward_starts(Wk.reshape(K * M, r), Gb[b, 0], Z.reshape(K * M, B))
+            _forward_starts(Wk.reshape(K * Mt, r), Gb[b, 0], Z.reshape(K * Mt, B))
         else:
             for j in range(K):
                 _forward_starts(Wk[j], Gb[b, j], Z[j])
-        _residuals(Z, E, y, base, t0, t1, inv_k, loss)
+        _residuals(Z, E, y, base, t0, t1, inv_k, sums)
         if flat:
-            _backward_starts(Z.reshape(K * M, B), Gb[b, 0], gk.reshape(K * M, r))
+            _backward_starts(Z.reshape(K * Mt, B), Gb[b, 0], gk.reshape(K * Mt, r))
         else:
             for j in range(K):
                 _backward_starts(Z[j], Gb[b, j], gk[j])
@@ -426,7 +407,7 @@ def _loss_grad_batch(W, Gb, y, start, stop, grad, loss):
         for j in range(K):
             for i in range(r):
                 grad[m, j, i] = gk[j, m, i] * scale
-        loss[m] /= 2.0 * count
+        loss[m] = sums[m] / (2.0 * count)
 
 
 @njit(cache=True)
