@@ -40,6 +40,16 @@ from ._validation import check_int
 from .problem import StudentProblem
 
 
+@njit(cache=True)
+def _aligned_empty(n):
+    """An uninitialized float64 array of n entries starting on a 64-byte boundary. Numba's own
+    arrays start on 32 bytes, so every 64-byte vector load of a row would straddle two cache
+    lines (about 10-15% slower kernels)."""
+    buf = np.empty(n + 8)
+    offset = ((-buf.ctypes.data) % 64) // 8
+    return buf[offset:offset + n]
+
+
 @njit(cache=True, fastmath=True)
 def _residuals(Z, E, y, base, t0, t1, inv_k, loss):
     """Residuals of one block for S starts, Z (K, S, B) holding z_jt of each start: for samples t
@@ -192,9 +202,9 @@ def _loss_grad_blocks(W, Gb, y, start, stop, grad):
     K, r = W.shape
     B = Gb.shape[3]
     inv_k = 1.0 / K
-    Z3 = np.empty((K, 1, B))
+    Z3 = _aligned_empty(K * B).reshape(K, 1, B)
     z = Z3.reshape(K, B)
-    E = np.empty((1, B))
+    E = _aligned_empty(B).reshape(1, B)
     total = np.zeros(1)
     g = np.zeros((K, r))
     for b in range(start // B, (stop - 1) // B + 1):
@@ -382,9 +392,9 @@ def _loss_grad_batch(W, Gb, y, start, stop, grad, loss):
         for m in range(M):
             for i in range(r):
                 Wk[j, m, i] = W[m, j, i]
-    Z = np.empty((K, Mt, B))
+    Z = _aligned_empty(K * Mt * B).reshape(K, Mt, B)
     gk = np.zeros((K, Mt, r))
-    E = np.empty((Mt, B))
+    E = _aligned_empty(Mt * B).reshape(Mt, B)
     sums = np.zeros(Mt)
     for b in range(start // B, (stop - 1) // B + 1):
         base = b * B

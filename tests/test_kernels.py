@@ -157,6 +157,7 @@ def test_sample_block_kernels_across_block_edges(dense):
     B = blocks.shape[3]
     assert blocks.shape[:3] == (-(-prob.N // B), 1 if dense else 4, prob.r)
     assert blocks.shape[0] >= 3  # the last block is padded
+    assert blocks.ctypes.data % 64 == 0 and B % 8 == 0  # rows start on cache-line boundaries
     rng = np.random.default_rng(8)
     Ws = W_star + 0.3 * rng.standard_normal((6, *W_star.shape))
     for start, stop in [(0, None), (B - 7, 2 * B + 5), (B, 2 * B), (3, 4), (prob.N - 9, None)]:
