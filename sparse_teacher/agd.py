@@ -146,7 +146,7 @@ def fit_rate(history: np.ndarray, start: float = 1e-1, stop: float = 1e-6) -> fl
 
 
 @njit(cache=True)
-def _agd_single(W0, Xg, Gb, y, shared, block, eta, beta, tol, max_iter, T, W_star, track,
+def _agd_single(W0, Xg, Gb, rows, y, shared, block, eta, beta, tol, max_iter, T, W_star, track,
                 divergence_factor, loss_hist, err_hist):
     K, r = W0.shape
     N = y.shape[0]
@@ -163,7 +163,7 @@ def _agd_single(W0, Xg, Gb, y, shared, block, eta, beta, tol, max_iter, T, W_sta
         b = t % T
         start = b * size
         stop = N if b == T - 1 else start + size
-        value = _loss_grad_one(W, Xg, Gb, shared, y, start, stop, block, grad)
+        value = _loss_grad_one(W, Xg, Gb, rows, shared, y, start, stop, block, grad)
         loss_hist[t] = value
         if track:
             err_hist[t] = np.sqrt(np.sum((W - W_star) ** 2)) / star_norm
@@ -199,7 +199,7 @@ def _agd_single(W0, Xg, Gb, y, shared, block, eta, beta, tol, max_iter, T, W_sta
         if np.sqrt(step) < tol * max(np.sqrt(norm), 1e-300):
             status = _CONVERGED
             n_iter = t + 1
-            loss_hist[t + 1] = _loss_grad_one(W, Xg, Gb, shared, y, start, stop, block, grad)
+            loss_hist[t + 1] = _loss_grad_one(W, Xg, Gb, rows, shared, y, start, stop, block, grad)
             if track:
                 err_hist[t + 1] = np.sqrt(np.sum((W - W_star) ** 2)) / star_norm
             break
@@ -207,8 +207,8 @@ def _agd_single(W0, Xg, Gb, y, shared, block, eta, beta, tol, max_iter, T, W_sta
 
 
 @njit(cache=True)
-def _agd_batch(W0, Gb, y, eta, beta, tol, max_iter, T, W_star, track, divergence_factor,
-               loss_hist, err_hist, n_iters, statuses, W_out):
+def _agd_batch(W0, Gb, rows, shared, y, eta, beta, tol, max_iter, T, W_star, track,
+               divergence_factor, loss_hist, err_hist, n_iters, statuses, W_out):
     M, K, r = W0.shape
     N = y.shape[0]
     nb = N // T
@@ -227,7 +227,7 @@ def _agd_batch(W0, Gb, y, eta, beta, tol, max_iter, T, W_star, track, divergence
         start = b * nb
         stop = N if b == T - 1 else start + nb
         Wa = W[:n_active]
-        _loss_grad_batch(Wa, Gb, y, start, stop, grad[:n_active], losses[:n_active])
+        _loss_grad_batch(Wa, Gb, rows, shared, y, start, stop, grad[:n_active], losses[:n_active])
         keep = 0
         for a in range(n_active):
             m = active[a]
@@ -274,7 +274,7 @@ def _agd_batch(W0, Gb, y, eta, beta, tol, max_iter, T, W_star, track, divergence
                     one[0] = W[a]
                     g1 = np.empty((1, K, r))
                     l1 = np.empty(1)
-                    _loss_grad_batch(one, Gb, y, start, stop, g1, l1)
+                    _loss_grad_batch(one, Gb, rows, shared, y, start, stop, g1, l1)
                     loss_hist[m, t + 1] = l1[0]
                     if track:
                         err_hist[m, t + 1] = np.sqrt(np.sum((W[a] - W_star) ** 2)) / star_norm
@@ -319,8 +319,8 @@ def run_agd(problem: StudentProblem, W0: np.ndarray, *, eta: float = 0.5, beta: 
         problem, eta, beta, tol, max_iter, partition, divergence_factor, W_star)
     loss_hist = np.full(max_iter + 1, np.nan)
     err_hist = np.full(max_iter + 1, np.nan)
-    Xg, Gb = kernel_inputs(problem)
-    W, n_iter, status = _agd_single(W0, Xg, Gb, problem.y, problem.shared_support,
+    Xg, Gb, rows = kernel_inputs(problem)
+    W, n_iter, status = _agd_single(W0, Xg, Gb, rows, problem.y, problem.shared_support,
                                     single_block_size(problem), eta, beta, tol, max_iter, T,
                                     W_star_arr, track, div, loss_hist, err_hist)
     return AGDResult(W=W, n_iter=int(n_iter), status=_STATUS[int(status)],
@@ -347,8 +347,9 @@ def run_agd_multistart(problem: StudentProblem, W0: np.ndarray, *, eta: float = 
     n_iters = np.zeros(M, dtype=np.int64)
     statuses = np.zeros(M, dtype=np.int64)
     W_out = np.empty_like(W0)
-    _agd_batch(W0, problem.sample_blocks, problem.y, eta, beta, tol, max_iter, T, W_star_arr,
-               track, div, loss_hist, err_hist, n_iters, statuses, W_out)
+    _agd_batch(W0, problem.sample_blocks, problem.block_rows, problem.shared_support, problem.y,
+               eta, beta, tol, max_iter, T, W_star_arr, track, div, loss_hist, err_hist, n_iters,
+               statuses, W_out)
     results = []
     for m in range(M):
         n = int(n_iters[m])

@@ -14,9 +14,11 @@ Inputs come from :class:`sparse_teacher.problem.StudentProblem`: ``XU`` (N, p) h
 the supports and ``loc`` (K, r) the positions of each support inside it. All arithmetic is float64.
 
 * single start: one fused pass over the samples in cache-sized blocks. With distinct supports
-  the block is stored feature-major (``StudentProblem.sample_blocks``) and the loops stream
-  along samples; with a shared support the block's products are BLAS calls. Each block is read
-  from memory once and serves both the forward products and the gradient accumulation;
+  the block is stored feature-major (``StudentProblem.sample_blocks``: each neuron's own
+  columns, or the union columns with the row map ``loc`` when that saves a third of the data)
+  and the loops stream along samples; with a shared support the block's products are BLAS
+  calls. Each block is read from memory once and serves both the forward products and the
+  gradient accumulation;
 * batched multi-start: M initializations on one data set, on the same sample blocks (one
   feature-major block of ``XU`` for a shared support). Within a block the forward products and
   the gradient are small matrix products written as Numba loops tiled over four starts: each
@@ -34,10 +36,64 @@ the AGD loops in ``agd.py``, which inline these kernels, are recompiled too.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from ._validation import check_int
 from .problem import StudentProblem
+
+
+def feature_row(G, rows, j, i):
+    """Samples of feature i of neuron j in one block: ``G[j, i]`` for a block of per-neuron
+    columns G (K, r, B) (``rows`` None), ``G[rows[j, i]]`` for a block of union columns G (p, B)
+    (``rows`` = ``loc``)."""
+    return G[j, i] if rows is None else G[rows[j, i]]
+
+
+def tile_row(G, rows, i):
+    """Samples of feature i of one neuron in a block: ``G[i]`` for the neuron's own columns
+    G (r, B) (``rows`` None), ``G[rows[i]]`` for union columns G (p, B) (``rows`` = ``loc[j]``)."""
+    return G[i] if rows is None else G[rows[i]]
+
+
+def neuron_block(Gb, b, j):
+    """Block b as neuron j reads it: ``Gb[b, j]`` (per-neuron layout), ``Gb[b]`` (union)."""
+    return Gb[b, j] if Gb.ndim == 4 else Gb[b]
+
+
+def neuron_rows(rows, j):
+    """Neuron j's row map: None (per-neuron layout) or ``rows[j]`` (union)."""
+    return None if rows is None else rows[j]
+
+
+# Numba versions: the layout is chosen from the argument types at compile time, so the
+# per-neuron layout pays no indirection (a row map costs 4-8% in the kernels).
+@overload(feature_row, inline="always")
+def _feature_row_numba(G, rows, j, i):
+    if isinstance(rows, types.NoneType):
+        return lambda G, rows, j, i: G[j, i]
+    return lambda G, rows, j, i: G[rows[j, i]]
+
+
+@overload(tile_row, inline="always")
+def _tile_row_numba(G, rows, i):
+    if isinstance(rows, types.NoneType):
+        return lambda G, rows, i: G[i]
+    return lambda G, rows, i: G[rows[i]]
+
+
+@overload(neuron_block, inline="always")
+def _neuron_block_numba(Gb, b, j):
+    if Gb.ndim == 4:
+        return lambda Gb, b, j: Gb[b, j]
+    return lambda Gb, b, j: Gb[b]
+
+
+@overload(neuron_rows, inline="always")
+def _neuron_rows_numba(rows, j):
+    if isinstance(rows, types.NoneType):
+        return lambda rows, j: None
+    return lambda rows, j: rows[j]
 
 
 @njit(cache=True)
@@ -125,9 +181,10 @@ _FORWARD_MATH = {"contract", "nsz", "arcp"}
 
 
 @njit(cache=True, fastmath=_FORWARD_MATH)
-def _forward_block(W, G, z):
-    """z[j, t] = sum_i W[j, i] G[j, i, t] for one feature-major block G (K, r, B)."""
-    K, r, B = G.shape
+def _forward_block(W, G, rows, z):
+    """z[j, t] = sum_i W[j, i] x_t[Omega_j][i] for one feature-major block G (see ``feature_row``)."""
+    K, r = W.shape
+    B = z.shape[1]
     r8 = r - r % 8
     for j in range(K):
         zj = z[j]
@@ -136,8 +193,10 @@ def _forward_block(W, G, z):
         for i in range(0, r8, 8):
             w0, w1, w2, w3 = W[j, i], W[j, i + 1], W[j, i + 2], W[j, i + 3]
             w4, w5, w6, w7 = W[j, i + 4], W[j, i + 5], W[j, i + 6], W[j, i + 7]
-            x0, x1, x2, x3 = G[j, i], G[j, i + 1], G[j, i + 2], G[j, i + 3]
-            x4, x5, x6, x7 = G[j, i + 4], G[j, i + 5], G[j, i + 6], G[j, i + 7]
+            x0, x1 = feature_row(G, rows, j, i), feature_row(G, rows, j, i + 1)
+            x2, x3 = feature_row(G, rows, j, i + 2), feature_row(G, rows, j, i + 3)
+            x4, x5 = feature_row(G, rows, j, i + 4), feature_row(G, rows, j, i + 5)
+            x6, x7 = feature_row(G, rows, j, i + 6), feature_row(G, rows, j, i + 7)
             for t in range(B):
                 s01 = w0 * x0[t] + w1 * x1[t]
                 s23 = w2 * x2[t] + w3 * x3[t]
@@ -146,23 +205,26 @@ def _forward_block(W, G, z):
                 zj[t] = zj[t] + ((s01 + s23) + (s45 + s67))
         for i in range(r8, r):
             w0 = W[j, i]
-            x0 = G[j, i]
+            x0 = feature_row(G, rows, j, i)
             for t in range(B):
                 zj[t] += w0 * x0[t]
 
 
 @njit(cache=True, fastmath=True)
-def _backward_block(C, G, g):
-    """g[j, i] += sum_t C[j, t] G[j, i, t] for one feature-major block G (K, r, B): eight
-    features at a time share each load of C. Neurons run last to first, so the rows that the
-    forward pass touched last are still in L1 (5-8% faster than first to last)."""
-    K, r, B = G.shape
+def _backward_block(C, G, rows, g):
+    """g[j, i] += sum_t C[j, t] x_t[Omega_j][i] for one feature-major block G (see
+    ``feature_row``): eight features at a time share each load of C. Neurons run last to first,
+    so the rows that the forward pass touched last are still in L1 (5-8% faster)."""
+    K, r = g.shape
+    B = C.shape[1]
     r8 = r - r % 8
     for j in range(K - 1, -1, -1):
         c = C[j]
         for i in range(0, r8, 8):
-            x0, x1, x2, x3 = G[j, i], G[j, i + 1], G[j, i + 2], G[j, i + 3]
-            x4, x5, x6, x7 = G[j, i + 4], G[j, i + 5], G[j, i + 6], G[j, i + 7]
+            x0, x1 = feature_row(G, rows, j, i), feature_row(G, rows, j, i + 1)
+            x2, x3 = feature_row(G, rows, j, i + 2), feature_row(G, rows, j, i + 3)
+            x4, x5 = feature_row(G, rows, j, i + 4), feature_row(G, rows, j, i + 5)
+            x6, x7 = feature_row(G, rows, j, i + 6), feature_row(G, rows, j, i + 7)
             a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
             for t in range(B):
                 ct = c[t]
@@ -183,7 +245,7 @@ def _backward_block(C, G, g):
             g[j, i + 6] += a6
             g[j, i + 7] += a7
         for i in range(r8, r):
-            x0 = G[j, i]
+            x0 = feature_row(G, rows, j, i)
             a0 = 0.0
             for t in range(B):
                 a0 += c[t] * x0[t]
@@ -191,8 +253,9 @@ def _backward_block(C, G, g):
 
 
 @njit(cache=True)
-def _loss_grad_blocks(W, Gb, y, start, stop, grad):
-    """Fused loss and gradient of one start on sample blocks ``Gb`` (n_blocks, K, r, B).
+def _loss_grad_blocks(W, Gb, rows, y, start, stop, grad):
+    """Fused loss and gradient of one start on the sample blocks ``Gb`` and their row map ``rows``
+    (``StudentProblem.sample_blocks``, ``block_rows``).
 
     Per block: the forward products z_j (streaming along the block's samples), the residuals,
     then grad_ji += sum_t c_jt G[j, i, t]; the block is read from memory once and re-read from
@@ -200,7 +263,7 @@ def _loss_grad_blocks(W, Gb, y, start, stop, grad):
     samples outside [start, stop) get c = 0 and no loss.
     """
     K, r = W.shape
-    B = Gb.shape[3]
+    B = Gb.shape[-1]
     inv_k = 1.0 / K
     Z3 = _aligned_empty(K * B).reshape(K, 1, B)
     z = Z3.reshape(K, B)
@@ -209,10 +272,10 @@ def _loss_grad_blocks(W, Gb, y, start, stop, grad):
     g = np.zeros((K, r))
     for b in range(start // B, (stop - 1) // B + 1):
         base = b * B
-        _forward_block(W, Gb[b], z)
+        _forward_block(W, Gb[b], rows, z)
         _residuals(Z3, E, y, base, max(start, base) - base, min(stop, base + B) - base, inv_k,
                    total)
-        _backward_block(z, Gb[b], g)
+        _backward_block(z, Gb[b], rows, g)
     count = stop - start
     scale = 1.0 / (K * count)
     for j in range(K):
@@ -222,24 +285,24 @@ def _loss_grad_blocks(W, Gb, y, start, stop, grad):
 
 
 @njit(cache=True)
-def _loss_grad_one(W, Xg, Gb, shared, y, start, stop, block, grad):
+def _loss_grad_one(W, Xg, Gb, rows, shared, y, start, stop, block, grad):
     """Single-start dispatch: BLAS blocks for a shared support, sample blocks otherwise."""
     if shared:
         return _loss_grad_shared(W, Xg[0], y, start, stop, block, grad)
-    return _loss_grad_blocks(W, Gb, y, start, stop, grad)
+    return _loss_grad_blocks(W, Gb, rows, y, start, stop, grad)
 
 
 _NO_XG = np.zeros((1, 1, 1))
 _NO_GB = np.zeros((1, 1, 1, 1))
 
 
-def kernel_inputs(problem: StudentProblem) -> tuple[np.ndarray, np.ndarray]:
-    """``(Xg, Gb)`` for the single-start kernel: ``XU[None]`` (1, N, r) for a shared support
-    (no copy), or the sample blocks (n_blocks, K, r, B) otherwise; the unused one is a tiny
-    placeholder. The batched kernel always reads ``problem.sample_blocks``."""
+def kernel_inputs(problem: StudentProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(Xg, Gb, rows)`` for the single-start kernel: ``XU[None]`` (1, N, r) for a shared support
+    (no copy), or the sample blocks and their row map otherwise; the unused ones are tiny
+    placeholders. The batched kernel always reads ``problem.sample_blocks``."""
     if problem.shared_support:
-        return problem.XU[None], _NO_GB
-    return _NO_XG, problem.sample_blocks
+        return problem.XU[None], _NO_GB, None
+    return _NO_XG, problem.sample_blocks, problem.block_rows
 
 
 def single_block_size(problem: StudentProblem) -> int:
@@ -271,11 +334,12 @@ def _loss_single(W, XU, loc, y, start, stop, shared):
 
 
 @njit(cache=True, fastmath=_FORWARD_MATH)
-def _forward_starts(V, G, Z):
-    """Z[m, t] = sum_i V[m, i] G[i, t]: V (S, r) weights of S starts (S a multiple of 4), G (r, B)
-    one block. Four starts share each load of G; z is updated once per four features."""
+def _forward_starts(V, G, rows, Z):
+    """Z[m, t] = sum_i V[m, i] x_t[i]: V (S, r) weights of S starts (S a multiple of 4) of one
+    neuron, whose features are rows of the block G (see ``tile_row``). Four starts share each
+    load of G; z is updated once per four features."""
     S, r = V.shape
-    B = G.shape[1]
+    B = Z.shape[1]
     r4 = r - r % 4
     for m0 in range(0, S, 4):
         z0, z1, z2, z3 = Z[m0], Z[m0 + 1], Z[m0 + 2], Z[m0 + 3]
@@ -285,7 +349,8 @@ def _forward_starts(V, G, Z):
             z2[t] = 0.0
             z3[t] = 0.0
         for i in range(0, r4, 4):
-            x0, x1, x2, x3 = G[i], G[i + 1], G[i + 2], G[i + 3]
+            x0, x1 = tile_row(G, rows, i), tile_row(G, rows, i + 1)
+            x2, x3 = tile_row(G, rows, i + 2), tile_row(G, rows, i + 3)
             a0, a1, a2, a3 = V[m0, i], V[m0, i + 1], V[m0, i + 2], V[m0, i + 3]
             b0, b1, b2, b3 = V[m0 + 1, i], V[m0 + 1, i + 1], V[m0 + 1, i + 2], V[m0 + 1, i + 3]
             c0, c1, c2, c3 = V[m0 + 2, i], V[m0 + 2, i + 1], V[m0 + 2, i + 2], V[m0 + 2, i + 3]
@@ -297,7 +362,7 @@ def _forward_starts(V, G, Z):
                 z2[t] = z2[t] + ((c0 * g0 + c1 * g1) + (c2 * g2 + c3 * g3))
                 z3[t] = z3[t] + ((d0 * g0 + d1 * g1) + (d2 * g2 + d3 * g3))
         for i in range(r4, r):
-            x0 = G[i]
+            x0 = tile_row(G, rows, i)
             a0, b0, c0, d0 = V[m0, i], V[m0 + 1, i], V[m0 + 2, i], V[m0 + 3, i]
             for t in range(B):
                 g0 = x0[t]
@@ -308,16 +373,18 @@ def _forward_starts(V, G, Z):
 
 
 @njit(cache=True, fastmath=True)
-def _backward_starts(C, G, g):
-    """g[m, i] += sum_t C[m, t] G[i, t] for S starts (S a multiple of 4): C (S, B), G (r, B),
-    g (S, r). Sixteen sums (four starts x four features) stay in registers along the block."""
+def _backward_starts(C, G, rows, g):
+    """g[m, i] += sum_t C[m, t] x_t[i] for S starts (S a multiple of 4) of one neuron: C (S, B),
+    g (S, r), features as rows of the block G (see ``tile_row``). Sixteen sums (four starts x
+    four features) stay in registers."""
     S, B = C.shape
-    r = G.shape[0]
+    r = g.shape[1]
     r4 = r - r % 4
     for m0 in range(0, S, 4):
         c0, c1, c2, c3 = C[m0], C[m0 + 1], C[m0 + 2], C[m0 + 3]
         for i in range(0, r4, 4):
-            x0, x1, x2, x3 = G[i], G[i + 1], G[i + 2], G[i + 3]
+            x0, x1 = tile_row(G, rows, i), tile_row(G, rows, i + 1)
+            x2, x3 = tile_row(G, rows, i + 2), tile_row(G, rows, i + 3)
             s00 = s01 = s02 = s03 = 0.0
             s10 = s11 = s12 = s13 = 0.0
             s20 = s21 = s22 = s23 = 0.0
@@ -358,7 +425,7 @@ def _backward_starts(C, G, g):
             g[m0 + 3, i + 2] += s32
             g[m0 + 3, i + 3] += s33
         for i in range(r4, r):
-            x0 = G[i]
+            x0 = tile_row(G, rows, i)
             s0 = s1 = s2 = s3 = 0.0
             for t in range(B):
                 g0 = x0[t]
@@ -373,18 +440,17 @@ def _backward_starts(C, G, g):
 
 
 @njit(cache=True, fastmath=True)
-def _loss_grad_batch(W, Gb, y, start, stop, grad, loss):
+def _loss_grad_batch(W, Gb, rows, shared, y, start, stop, grad, loss):
     """Loss and gradient of M starts W (M, K, r) on one data set; writes grad (M, K, r), loss (M,).
 
-    ``Gb`` holds the sample blocks (n_blocks, K, r, B), or (n_blocks, 1, r, B) when every neuron
-    reads the same coordinates. Per block: Z_j = W_j G_j (M x B) for each neuron (one product
-    over all K M rows for a shared support), the residuals of each start, then
-    grad_j += C_j G_j^T. The products are register-tiled over four starts, so every load of the
-    block serves several starts (``_forward_starts``, ``_backward_starts``).
+    ``Gb`` and ``rows`` are ``StudentProblem.sample_blocks`` and ``block_rows``.
+    Per block: Z_j = W_j G_j (M x B) for each neuron (one product over all K M rows when every
+    neuron reads the same coordinates), the residuals of each start, then grad_j += C_j G_j^T.
+    The products are register-tiled over four starts, so every load of the block serves several
+    starts (``_forward_starts``, ``_backward_starts``).
     """
     M, K, r = W.shape
-    flat = Gb.shape[1] == 1
-    B = Gb.shape[3]
+    B = Gb.shape[-1]
     inv_k = 1.0 / K
     Mt = M + (-M) % 4  # whole tiles of four starts; the padding starts are zero and discarded
     Wk = np.zeros((K, Mt, r))
@@ -400,17 +466,19 @@ def _loss_grad_batch(W, Gb, y, start, stop, grad, loss):
         base = b * B
         t0 = max(start, base) - base
         t1 = min(stop, base + B) - base
-        if flat:
-            _forward_starts(Wk.reshape(K * Mt, r), Gb[b, 0], Z.reshape(K * Mt, B))
+        if shared:
+            _forward_starts(Wk.reshape(K * Mt, r), neuron_block(Gb, b, 0), neuron_rows(rows, 0),
+                            Z.reshape(K * Mt, B))
         else:
             for j in range(K):
-                _forward_starts(Wk[j], Gb[b, j], Z[j])
+                _forward_starts(Wk[j], neuron_block(Gb, b, j), neuron_rows(rows, j), Z[j])
         _residuals(Z, E, y, base, t0, t1, inv_k, sums)
-        if flat:
-            _backward_starts(Z.reshape(K * Mt, B), Gb[b, 0], gk.reshape(K * Mt, r))
+        if shared:
+            _backward_starts(Z.reshape(K * Mt, B), neuron_block(Gb, b, 0), neuron_rows(rows, 0),
+                             gk.reshape(K * Mt, r))
         else:
             for j in range(K):
-                _backward_starts(Z[j], Gb[b, j], gk[j])
+                _backward_starts(Z[j], neuron_block(Gb, b, j), neuron_rows(rows, j), gk[j])
     count = stop - start
     scale = 1.0 / (K * count)
     for m in range(M):
@@ -486,8 +554,8 @@ def loss_and_gradient(problem: StudentProblem, W: np.ndarray, start: int = 0,
     W = problem.check_weights(W)
     start, stop = _sample_range(problem, start, stop)
     grad = np.empty_like(W)
-    Xg, Gb = kernel_inputs(problem)
-    value = _loss_grad_one(W, Xg, Gb, problem.shared_support, problem.y, start, stop,
+    Xg, Gb, rows = kernel_inputs(problem)
+    value = _loss_grad_one(W, Xg, Gb, rows, problem.shared_support, problem.y, start, stop,
                            single_block_size(problem), grad)
     return float(value), grad
 
@@ -505,7 +573,8 @@ def loss_and_gradient_batch(problem: StudentProblem, W: np.ndarray, start: int =
     start, stop = _sample_range(problem, start, stop)
     grad = np.empty_like(W)
     losses = np.empty(W.shape[0])
-    _loss_grad_batch(W, problem.sample_blocks, problem.y, start, stop, grad, losses)
+    _loss_grad_batch(W, problem.sample_blocks, problem.block_rows, problem.shared_support,
+                     problem.y, start, stop, grad, losses)
     return losses, grad
 
 

@@ -148,16 +148,29 @@ def test_hessian_refuses_large_problems():
     assert kernels.hessian(prob, W).shape == (500, 500)
 
 
-@pytest.mark.parametrize("dense", [False, True])
-def test_sample_block_kernels_across_block_edges(dense):
+@pytest.mark.parametrize("d, dense, layout", [(121, False, "union"), (121, True, "shared"),
+                                               (2000, False, "per-neuron")])
+def test_sample_block_kernels_across_block_edges(d, dense, layout):
     """Several blocks, ranges that start and stop inside blocks, a number of starts that is not
-    a multiple of the batched kernel's tile of four: still equal to the reference."""
-    prob, W_star = make_problem(d=121, K=4, r_star=30, r=41, N=1300, seed=21, dense=dense)
+    a multiple of the batched kernel's tile of four, each block layout (union columns read
+    through ``loc``, one shared block, each neuron's own columns): equal to the reference."""
+    prob, W_star = make_problem(d=d, K=4, r_star=30, r=41, N=1300, seed=21, dense=dense)
+    assert prob.blocks_use_union == (layout == "union")
+    assert prob.shared_support == (layout == "shared")
     blocks = prob.sample_blocks
-    B = blocks.shape[3]
-    assert blocks.shape[:3] == (-(-prob.N // B), 1 if dense else 4, prob.r)
-    assert blocks.shape[0] >= 3  # the last block is padded
+    B = blocks.shape[-1]
+    n_blocks = -(-prob.N // B)
+    expected = {"union": (n_blocks, prob.p, B), "shared": (n_blocks, 1, prob.r, B),
+                "per-neuron": (n_blocks, prob.K, prob.r, B)}[layout]
+    assert blocks.shape == expected and n_blocks >= 3  # the last block is padded
     assert blocks.ctypes.data % 64 == 0 and B % 8 == 0  # rows start on cache-line boundaries
+    gathered = prob.gathered()
+    for j in range(prob.K):
+        if layout == "union":
+            stored = blocks[1, prob.loc[j], 5]
+        else:
+            stored = blocks[1, 0 if layout == "shared" else j, :, 5]
+        np.testing.assert_array_equal(stored, gathered[j, B + 5])
     rng = np.random.default_rng(8)
     Ws = W_star + 0.3 * rng.standard_normal((6, *W_star.shape))
     for start, stop in [(0, None), (B - 7, 2 * B + 5), (B, 2 * B), (3, 4), (prob.N - 9, None)]:
