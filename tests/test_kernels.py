@@ -185,3 +185,29 @@ def test_sample_block_kernels_across_block_edges(d, dense, layout):
                                                    prob.y[start:end])
         np.testing.assert_allclose(losses, l_ref, rtol=1e-12)
         np.testing.assert_allclose(grads, g_ref, rtol=1e-10, atol=1e-14)
+
+
+def test_block_row_helpers_agree_in_python_and_numba():
+    """The layout helpers mean the same in plain Python and in compiled kernels."""
+    from numba import njit
+
+    rng = np.random.default_rng(3)
+    per_neuron = rng.standard_normal((2, 3, 4, 8))  # (n_blocks, K, r, B)
+    union = rng.standard_normal((2, 5, 8))  # (n_blocks, p, B)
+    loc = np.array([[0, 1, 3, 4], [1, 2, 3, 4], [0, 2, 3, 4]])
+    feature_row = njit(lambda G, rows, j, i: kernels.feature_row(G, rows, j, i))
+    tile_row = njit(lambda G, rows, i: kernels.tile_row(G, rows, i))
+    block = njit(lambda Gb, b, j: kernels.neuron_block(Gb, b, j))
+    neuron_rows = njit(lambda rows, j: kernels.neuron_rows(rows, j))
+    for Gb, rows in ((per_neuron, None), (union, loc)):
+        for j in range(3):
+            G_j = kernels.neuron_block(Gb, 1, j)
+            np.testing.assert_array_equal(block(Gb, 1, j), G_j)
+            rows_j = kernels.neuron_rows(rows, j)
+            assert (neuron_rows(rows, j) is None) == (rows_j is None)
+            for i in range(4):
+                expected = Gb[1, j, i] if rows is None else Gb[1, loc[j, i]]
+                np.testing.assert_array_equal(kernels.feature_row(Gb[1], rows, j, i), expected)
+                np.testing.assert_array_equal(feature_row(Gb[1], rows, j, i), expected)
+                np.testing.assert_array_equal(kernels.tile_row(G_j, rows_j, i), expected)
+                np.testing.assert_array_equal(tile_row(G_j, rows_j, i), expected)
