@@ -62,6 +62,7 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -616,6 +617,11 @@ def execute(tasks: Sequence[Task], run_cell: Any, *, n_jobs: int = 1, backend: s
                 for t in tasks:
                     yield run_task(run_cell, t.params, t.seed, t.index, False)
             return
+        # loky replaces a worker whose memory grew by more than 300 MB since it started (the
+        # PyTorch experiments do) and reports it with this warning; finished results are kept
+        # and the pending ones go to the new worker, so the message is only noise here.
+        warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given",
+                                category=UserWarning)
         with parallel_config(backend="loky", inner_max_num_threads=1):
             yield from Parallel(n_jobs=n_jobs, return_as="generator_unordered")(calls)
         return
