@@ -214,7 +214,7 @@ def _forward_block(W, G, rows, z):
 def _backward_block(C, G, rows, g):
     """g[j, i] += sum_t C[j, t] x_t[Omega_j][i] for one feature-major block G (see
     ``feature_row``): eight features at a time share each load of C. Neurons run last to first,
-    so the rows that the forward pass touched last are still in L1 (5-8% faster)."""
+    so the rows that the forward pass touched last are the first ones read again."""
     K, r = g.shape
     B = C.shape[1]
     r8 = r - r % 8
