@@ -23,7 +23,7 @@ the supports and ``loc`` (K, r) the positions of each support inside it. All ari
   feature-major block of ``XU`` for a shared support). Within a block the forward products and
   the gradient are small matrix products written as Numba loops tiled over four starts: each
   load of the data feeds four starts' accumulators. At these shapes (M = 16, r = 25..500,
-  B <= 1024) that beats BLAS: 90-135% of the OpenBLAS matmul ceiling, against 50-85% with one
+  B = 256) that beats BLAS: 112-146% of the OpenBLAS matmul ceiling, against 50-85% with one
   BLAS product per block (benchmarks/bench_agd.py).
 
 Plain NumPy references of each kernel live in :mod:`sparse_teacher.reference`.
