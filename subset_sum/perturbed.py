@@ -42,15 +42,17 @@ MAX_INTERVALS = 20_000_000  # stored intervals (lo, hi) allowed by default: 320 
 
 
 @njit(cache=True)
-def _suffix_sums(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """neg[k] = sum of negative x_i for i >= k, pos[k] likewise (length n + 1)."""
+def _reach(x: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """How far the elements after step k can still move a sum: low[k] = N - m eps and
+    high[k] = P + m eps, with N, P the sums of the negative / positive x_i for i > k and
+    m = n - k - 1 of them (each perturbed by at most eps)."""
     n = x.size
-    neg = np.zeros(n + 1)
-    pos = np.zeros(n + 1)
-    for k in range(n - 1, -1, -1):
-        neg[k] = neg[k + 1] + min(x[k], 0.0)
-        pos[k] = pos[k + 1] + max(x[k], 0.0)
-    return neg, pos
+    low = np.zeros(n)
+    high = np.zeros(n)
+    for k in range(n - 2, -1, -1):
+        low[k] = low[k + 1] + min(x[k + 1], 0.0) - eps
+        high[k] = high[k + 1] + max(x[k + 1], 0.0) + eps
+    return low, high
 
 
 @njit(cache=True)
@@ -133,16 +135,14 @@ def _interval_dp(x: np.ndarray, eps: float, tau: float, a: float, b: float, marg
     If more than ``max_total`` intervals would be stored, returns offsets[0] = -1 instead.
     """
     n = x.size
-    neg, pos = _suffix_sums(x)
+    low, high = _reach(x, eps)
     lo = np.array([-tau])
     hi = np.array([tau])
     los = [lo]
     his = [hi]
     total = 1
     for k in range(n):
-        left = n - k - 1
-        lo, hi = _step(lo, hi, x[k], eps, neg[k + 1] - left * eps, pos[k + 1] + left * eps,
-                       a, b, margin)
+        lo, hi = _step(lo, hi, x[k], eps, low[k], high[k], a, b, margin)
         if adaptive:
             d = _distance(lo, hi, a)
             margin = min(margin, d * (1.0 + 1e-9) + 1e-12)
@@ -170,13 +170,11 @@ def _final_union(x: np.ndarray, eps: float, tau: float, a: float, b: float,
                  margin: float) -> tuple[np.ndarray, np.ndarray]:
     """U_n only (no history kept), pruned to the window [a - margin, b + margin]."""
     n = x.size
-    neg, pos = _suffix_sums(x)
+    low, high = _reach(x, eps)
     lo = np.array([-tau])
     hi = np.array([tau])
     for k in range(n):
-        left = n - k - 1
-        lo, hi = _step(lo, hi, x[k], eps, neg[k + 1] - left * eps, pos[k + 1] + left * eps,
-                       a, b, margin)
+        lo, hi = _step(lo, hi, x[k], eps, low[k], high[k], a, b, margin)
     return lo, hi
 
 
@@ -230,13 +228,11 @@ def _coverage_steps(x: np.ndarray, eps: float, tau: float, a: float, b: float) -
     if -tau <= a and b <= tau:
         return 0
     n = x.size
-    neg, pos = _suffix_sums(x)
+    low, high = _reach(x, eps)
     lo = np.array([-tau])
     hi = np.array([tau])
     for k in range(n):
-        left = n - k - 1
-        lo, hi = _step(lo, hi, x[k], eps, neg[k + 1] - left * eps, pos[k + 1] + left * eps,
-                       a, b, _SLACK)
+        lo, hi = _step(lo, hi, x[k], eps, low[k], high[k], a, b, _SLACK)
         i = np.searchsorted(lo, a, side="right") - 1
         if i >= 0 and hi[i] >= b:
             return k + 1
