@@ -139,6 +139,17 @@ def _residuals(Z, E, y, base, t0, t1, inv_k, loss):
 
 
 @njit(cache=True)
+def _scaled(gsum, loss_sum, count, grad):
+    """Writes grad = gsum / (K |D|) and returns f_D = loss_sum / (2 |D|) (|D| = count)."""
+    K, r = gsum.shape
+    scale = 1.0 / (K * count)
+    for j in range(K):
+        for i in range(r):
+            grad[j, i] = gsum[j, i] * scale
+    return loss_sum / (2.0 * count)
+
+
+@njit(cache=True)
 def _loss_grad_shared(W, XU, y, start, stop, block, grad):
     """Fused loss and gradient of one start when all neurons read the same coordinates ``XU``
     (N, r); writes ``grad`` (K, r), returns the loss.
@@ -167,12 +178,7 @@ def _loss_grad_shared(W, XU, y, start, stop, block, grad):
             for j in range(K):
                 Cs[t, j] = Z3[j, 0, t]
         gacc += np.dot(Cs[:nb].T, XU[b0:b0 + nb])
-    count = stop - start
-    scale = 1.0 / (K * count)
-    for j in range(K):
-        for i in range(r):
-            grad[j, i] = gacc[j, i] * scale
-    return total[0] / (2.0 * count)
+    return _scaled(gacc, total[0], stop - start, grad)
 
 
 # The forward products keep their order of summation (no reassociation): the tree below is
@@ -276,12 +282,7 @@ def _loss_grad_blocks(W, Gb, rows, y, start, stop, grad):
         _residuals(Z3, E, y, base, max(start, base) - base, min(stop, base + B) - base, inv_k,
                    total)
         _backward_block(z, Gb[b], rows, g)
-    count = stop - start
-    scale = 1.0 / (K * count)
-    for j in range(K):
-        for i in range(r):
-            grad[j, i] = g[j, i] * scale
-    return total[0] / (2.0 * count)
+    return _scaled(g, total[0], stop - start, grad)
 
 
 @njit(cache=True)
