@@ -15,16 +15,17 @@ the supports and ``loc`` (K, r) the positions of each support inside it. All ari
 
 * single start: one fused pass over the samples in cache-sized blocks. With distinct supports
   the block is stored feature-major (``StudentProblem.sample_blocks``: each neuron's own
-  columns, or the union columns with the row map ``loc`` when that saves a third of the data)
-  and the loops stream along samples; with a shared support the block's products are BLAS
-  calls. Each block is read from memory once and serves both the forward products and the
-  gradient accumulation;
+  columns, or the union columns with the row map ``loc`` when K r >= 1.4 p, see
+  ``StudentProblem.blocks_use_union``) and the loops stream along samples; with a shared
+  support the block's products are BLAS calls. Each block is read from memory once and serves
+  both the forward products and the gradient accumulation;
 * batched multi-start: M initializations on one data set, on the same sample blocks (one
   feature-major block of ``XU`` for a shared support). Within a block the forward products and
   the gradient are small matrix products written as Numba loops tiled over four starts: each
   load of the data feeds four starts' accumulators. At these shapes (M = 16, r = 25..500,
-  B = 256) that beats BLAS: 112-146% of the OpenBLAS matmul ceiling, against 50-85% with one
-  BLAS product per block (benchmarks/bench_agd.py).
+  B = 256) that beats one BLAS product per block: 112-146% of the OpenBLAS matmul ceiling on
+  an AMD EPYC core with OpenBLAS's Haswell kernels, against 50-85% with BLAS products; 66-85%
+  of the ceiling on a Zen 4 core with OpenBLAS's AVX-512 kernels (benchmarks/bench_agd.py).
 
 Plain NumPy references of each kernel live in :mod:`sparse_teacher.reference`.
 

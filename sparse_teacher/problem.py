@@ -81,11 +81,17 @@ class StudentProblem:
     @property
     def blocks_use_union(self) -> bool:
         """Whether the sample blocks store the p union columns (read by each neuron through
-        ``loc``) rather than each neuron's own r columns: when the supports differ and that saves
-        at least a third of the data, K r >= 1.5 p. At d = 500, K = 5, N = 3000 the union layout
-        makes the single start 1.1x (r = 150), 1.4x (r = 200) and 1.7x (r = 300) faster and the
-        batched kernel 1.2-1.35x; below the threshold the direct rows avoid the row map."""
-        return not self.shared_support and self.K * self.r >= 1.5 * self.p
+        ``loc``) rather than each neuron's own r columns: when the supports differ and the union
+        holds at most 1/1.4 of the per-neuron data, K r >= 1.4 p.
+
+        Measured at d = 500, K = 5, N = 3000, B = 256 on a Zen 4 core (union time over
+        per-neuron time, three interleaved rounds): K r / p = 1.18-1.33 (r = 50-75) union is
+        0-4% slower; 1.40 (r = 90) 1.03-1.10x faster single start, batched even; 1.46 (r = 100)
+        1.11-1.13x single, 1.03-1.06x batched; 1.60 (r = 110) 1.13-1.19x and 1.10-1.19x; 1.86
+        (r = 150) 1.37-1.47x and 1.08-1.18x. Below the threshold the direct rows avoid the row
+        map; above it the smaller block stays in the L2 cache between the forward products and
+        the gradient sums."""
+        return not self.shared_support and self.K * self.r >= 1.4 * self.p
 
     @property
     def block_rows(self) -> np.ndarray | None:
