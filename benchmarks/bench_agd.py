@@ -110,10 +110,10 @@ def matmul_ceiling(n: int = 2048, repeats: int = 3) -> float:
 PER_START_TARGET = {100: 4.0, 500: 8.0}
 
 
-def measure_round(prob, W0, starts, Xg, iters, repeats, ceiling_fn) -> dict:
+def measure_round(prob, W0, starts, Xg, iters: int, repeats: int) -> dict:
     """One round: every time of one problem, taken back to back."""
     K, N, r, M = prob.K, prob.N, prob.r, starts.shape[0]
-    ceiling = ceiling_fn()
+    ceiling = matmul_ceiling()
     t_np = best_time(partial(numpy_agd, W0, Xg, prob.y, iters), repeats) / iters
     t_single = best_time(partial(run_agd, prob, W0, tol=0.0, max_iter=iters), repeats) / iters
     t_batch = best_time(partial(run_agd_multistart, prob, starts, tol=0.0, max_iter=iters),
@@ -181,8 +181,7 @@ def main(argv=None) -> pd.DataFrame:
                       else "union" if prob.blocks_use_union else "per-neuron")
             for k in range(args.rounds):
                 row = dict(r=r, p=prob.p, layout=layout, threads=args.threads, round=k)
-                row.update(measure_round(prob, W0, starts, Xg, args.iters, args.repeats,
-                                         matmul_ceiling))
+                row.update(measure_round(prob, W0, starts, Xg, args.iters, args.repeats))
                 rows.append(row)
             sub = pd.DataFrame([row for row in rows if row["r"] == r])
             target = PER_START_TARGET.get(r)
