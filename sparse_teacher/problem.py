@@ -84,8 +84,8 @@ class StudentProblem:
         ``loc``) rather than each neuron's own r columns: when the supports differ and the union
         holds at most 1/1.4 of the per-neuron data, K r >= 1.4 p.
 
-        Measured at d = 500, K = 5, N = 3000, B = 256 on a Zen 4 core (union time over
-        per-neuron time, three interleaved rounds): K r / p = 1.18-1.33 (r = 50-75) union is
+        Measured at d = 500, K = 5, N = 3000, B = 256 on a Zen 4 core (speed of the union layout
+        over the per-neuron one, three interleaved rounds): K r / p = 1.18-1.33 (r = 50-75) union is
         0-4% slower; 1.40 (r = 90) 1.03-1.10x faster single start, batched even; 1.46 (r = 100)
         1.11-1.13x single, 1.03-1.06x batched; 1.60 (r = 110) 1.13-1.19x and 1.10-1.19x; 1.86
         (r = 150) 1.37-1.47x and 1.08-1.18x. Below the threshold the direct rows avoid the row
