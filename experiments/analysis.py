@@ -8,7 +8,9 @@
 * ``fit_line`` / ``fit_power_law``: least-squares line (or log-log line, whose slope is a
   scaling exponent) with R^2 and a t-based confidence interval on the slope.
 * ``claim`` / ``claim_in_interval``: the ``{"claim", "predicted", "measured", "verdict"}``
-  records of ``validate.json``.
+  records of ``validate.json``: a prediction and a verdict computed from the runs, which can fail.
+* ``finding``: an observation without a prediction (``{"finding", "measured"}``), reported apart
+  from the claims and never counted in pass totals.
 """
 
 from __future__ import annotations
@@ -246,6 +248,13 @@ def claim(text: str, predicted: Any, measured: Any, passed: bool) -> dict[str, A
         raise ValueError(f"claim text must be a non-empty string, got {text!r}")
     return {"claim": text, "predicted": _json_scalar(predicted),
             "measured": _json_scalar(measured), "verdict": "pass" if bool(passed) else "fail"}
+
+
+def finding(text: str, measured: Any) -> dict[str, Any]:
+    """One observation without a prediction: ``{"finding", "measured"}`` (no verdict)."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"finding text must be a non-empty string, got {text!r}")
+    return {"finding": text, "measured": _json_scalar(measured)}
 
 
 def format_interval(estimate: float, ci: Sequence[float], digits: int = 3) -> str:

@@ -1,7 +1,7 @@
 """Import every experiment module so that each registers itself.
 
-A module listed here whose optional requirement is missing is skipped with a warning by
-``experiments.registry`` callers; add new experiment modules to ``MODULES``.
+Modules are grouped by paper (``zhang2021/``, ``frankle2019/``, ...), one module per figure or
+table; a new experiment is one module plus its entry in ``MODULES``.
 """
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ from __future__ import annotations
 import importlib
 
 MODULES: list[str] = []
-MODULES += ["convergence", "convex_radius", "sample_complexity", "local_convexity"]
-MODULES += ["lueker", "perturbed_coverage", "strong_lth_construction"]
-MODULES += ["imp_synthetic", "imp_mnist", "lth_lenet"]
-MODULES += ["noise", "tensor_init_exp"]
+MODULES += [f"zhang2021.{m}" for m in ("convergence", "convex_radius", "sample_complexity",
+                                       "noise", "tensor_init", "local_convexity",
+                                       "imp_synthetic", "imp_mnist")]
+MODULES += ["frankle2019.lth_lenet"]
+MODULES += ["pensia2020.lueker", "pensia2020.strong_lth_construction"]
+MODULES += ["xiong2023.perturbed_coverage"]
 
 for _module in MODULES:
     importlib.import_module(f"experiments.{_module}")

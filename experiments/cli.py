@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import engine
+from . import cli_overrides, engine
 from .registry import Experiment, all_experiments
 
 PROG = "lottery-lab"
@@ -154,16 +154,20 @@ def _selection(experiment: Experiment, args: argparse.Namespace, *, strict: bool
             and not args.sets:
         return engine.saved_selection(experiment, args.out)
     size = args.size or "quick"
-    raw = engine.split_set_items(args.sets)
-    overrides = engine.coerce_overrides(experiment, size, raw, strict=strict)
+    raw = cli_overrides.split_set_items(args.sets)
+    overrides = cli_overrides.coerce_overrides(experiment, size, raw, strict=strict)
     return engine.Selection(size=size, seed=args.seed or 0, trials=args.trials,
                             overrides=overrides)
 
 
-def _print_claims(name: str, claims: Sequence[dict[str, Any]]) -> None:
-    rows = [[c["claim"], c["predicted"], c["measured"], c["verdict"]] for c in claims]
+def _print_claims(name: str, verdicts: dict[str, list[dict[str, Any]]]) -> None:
+    rows = [[c["claim"], c["predicted"], c["measured"], c["verdict"]] for c in verdicts["claims"]]
     print(f"{name}: claims")
     print(format_table(rows, ["claim", "predicted", "measured", "verdict"]))
+    if verdicts["findings"]:
+        print(f"{name}: findings (observations, not counted as passes)")
+        for f in verdicts["findings"]:
+            print(f"  {f['finding']}: {f['measured']}")
 
 
 def selection_flags(selection: engine.Selection, out: str = ".") -> str:
@@ -235,7 +239,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not experiments:
         raise ValueError("no experiments are registered (see experiments/catalog.py)")
     size = args.size or "quick"
-    raw = engine.split_set_items(args.sets)
+    raw = cli_overrides.split_set_items(args.sets)
     known = sorted({k for e in experiments.values() for k in engine.grid_keys(e.size(size))})
     unknown = sorted(set(raw) - set(known))
     if unknown:

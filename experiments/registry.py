@@ -39,7 +39,13 @@ class Experiment:
     * ``run_cell(params, seed) -> dict``: pure; measures one trial of one cell. Values must be
       scalars (or short lists) so one trial is one row of the runs table.
     * ``plot(runs, path_stem)``: draws from the saved table; writes ``path_stem.png`` and ``.pdf``.
-    * ``claims(runs) -> [{"claim", "predicted", "measured", "verdict"}]`` with verdict "pass"/"fail".
+    * ``claims(runs)`` -> a list of claim records ``{"claim", "predicted", "measured",
+      "verdict"}`` (verdict "pass"/"fail", computed from the runs) and finding records
+      ``{"finding", "measured"}`` (observations without a prediction, never counted as passes).
+    * ``contradicting_runs()`` -> a runs table built to contradict the theory: at least one claim
+      must fail on it (a test checks this for every registered experiment).
+    * ``version``: raise it when the computation of ``run_cell`` changes; saved rows of another
+      version are stale.
     """
 
     name: str
@@ -50,6 +56,8 @@ class Experiment:
     run_cell: Callable[[dict[str, Any], int], dict[str, Any]]
     plot: Callable[[pd.DataFrame, Path], None]
     claims: Callable[[pd.DataFrame], list[dict[str, Any]]]
+    contradicting_runs: Callable[[], pd.DataFrame] | None = None
+    version: int = 1
     notes: str = ""  # choices made where the paper is silent (recorded with the results)
     requires: Sequence[str] = field(default_factory=tuple)  # optional imports, e.g. ("torch",)
     missing_data: Callable[[str], str | None] | None = None

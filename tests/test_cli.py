@@ -72,7 +72,7 @@ def test_run_plot_validate_report(capsys, toy, tmp_path):
     code, out, _ = _call(capsys, "report", "--out", out_dir)
     assert code == 0
     assert TOY in out and "success rate grows like x" in out
-    verdict = json.loads((tmp_path / "results" / TOY / "validate.json").read_text())[0]
+    verdict = json.loads((tmp_path / "results" / TOY / "validate.json").read_text())["claims"][0]
     assert f"1 claims: {int(verdict['verdict'] == 'pass')} pass" in out
 
 
@@ -180,7 +180,7 @@ def test_module_entry_point_runs_in_a_fresh_process(tmp_path):
 
 def test_run_all_skips_experiments_whose_data_is_missing(tmp_path, monkeypatch, capsys):
     """Without MNIST on disk the MNIST experiments are skipped with a message, not failed."""
-    from experiments import imp_mnist
+    from experiments.zhang2021 import imp_mnist
 
     empty = tmp_path / "no-data"
     empty.mkdir()

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import strong_lth_construction as slth
+from experiments.pensia2020 import strong_lth_construction as slth
 from sparse_teacher.idx_files import write_idx
 from subset_sum import brute_force, perturbed_subset_sum
 from subset_sum.construction import (

@@ -18,12 +18,12 @@ import pytest
 from conftest import TOY, make_toy, toy_run_cell
 
 import sparse_teacher
-from experiments import engine
+from experiments import analysis, cli_overrides, engine
+from experiments.cli_overrides import coerce_overrides
 from experiments.engine import (
     RunStore,
     Selection,
     canonical_key,
-    coerce_overrides,
     derive_seed,
     expand_tasks,
     load_runs,
@@ -121,11 +121,11 @@ def test_coerce_overrides_follows_declared_types():
     with pytest.raises(ValueError, match="unknown --set key 'y'.*allowed keys: n, x"):
         coerce_overrides(toy, "quick", {"y": ["1"]})
     assert coerce_overrides(toy, "quick", {"y": ["1"]}, strict=False) == {}
-    assert engine.split_set_items(["r=20,50", "b=true"]) == {"r": ["20", "50"], "b": ["true"]}
+    assert cli_overrides.split_set_items(["r=20,50", "b=true"]) == {"r": ["20", "50"], "b": ["true"]}
     for bad in ("r", "=1", "r=", "r=1,,2"):
         with pytest.raises(ValueError, match="bad --set item"):
-            engine.split_set_items([bad])
-    assert [engine.parse_value(s) for s in ("1", "1.5", "TRUE", "abc")] == [1, 1.5, True, "abc"]
+            cli_overrides.split_set_items([bad])
+    assert [cli_overrides.parse_value(s) for s in ("1", "1.5", "TRUE", "abc")] == [1, 1.5, True, "abc"]
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -165,13 +165,13 @@ def test_same_table_on_a_dask_scheduler_address(tmp_path, reference, monkeypatch
     # the workers are threads of this process: restore what they change for the other tests
     for variable in engine.THREAD_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setattr(engine, "_WORKER_LIMITED", False)
+    monkeypatch.setattr(engine.parallel, "_WORKER_LIMITED", False)
     with threadpool_limits(limits=None), distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         report = _run(make_toy(), tmp_path, backend="dask", scheduler=cluster.scheduler_address)
     assert report.complete
     pd.testing.assert_frame_equal(_table(load_runs(tmp_path, TOY)), _table(reference))
-    monkeypatch.setattr(engine, "DASK_CONNECT_TIMEOUT", "1s")
+    monkeypatch.setattr(engine.parallel, "DASK_CONNECT_TIMEOUT", "1s")
     with pytest.raises(ValueError, match="cannot reach the Dask scheduler"):
         _run(make_toy(), tmp_path, backend="dask", scheduler="tcp://127.0.0.1:9", force=True)
 
@@ -365,14 +365,23 @@ def test_plot_and_validate_read_saved_rows(tmp_path):
     paths = engine.plot_experiment(toy, Selection(), tmp_path)
     assert [p.name for p in paths] == [f"{TOY}.png", f"{TOY}.pdf"]
     assert all(p.stat().st_size > 1000 for p in paths)
-    claims = engine.validate_experiment(toy, Selection(), tmp_path)
+    verdicts = engine.validate_experiment(toy, Selection(), tmp_path)
     saved = json.loads(RunStore(tmp_path, TOY).validate_path.read_text())
-    assert saved == claims and set(saved[0]) == {"claim", "predicted", "measured", "verdict"}
+    assert saved == verdicts and saved["findings"] == []
+    assert set(saved["claims"][0]) == {"claim", "predicted", "measured", "verdict"}
     table = engine.collect_verdicts(tmp_path)
     assert list(table.columns) == ["experiment", "claim", "predicted", "measured", "verdict"]
     assert list(table["experiment"]) == [TOY]
     with pytest.raises(ValueError, match="no saved rows .* match the full grid"):
         engine.validate_experiment(toy, Selection("full", seed=3), tmp_path)
+
+
+def test_findings_are_kept_apart_from_claims():
+    records = [analysis.claim("c", 1, 2, False), analysis.finding("f", "3 of 4")]
+    split = engine.check_claims("x", records)
+    assert split == {"claims": [records[0]], "findings": [{"finding": "f", "measured": "3 of 4"}]}
+    with pytest.raises(engine.ExperimentError, match="a finding"):
+        engine.check_claims("x", [{"finding": "f", "measured": 1, "verdict": "pass"}])
 
 
 def test_bad_claims_are_reported_as_experiment_errors():

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import analysis, noise, tensor_init_exp
+from experiments import analysis
 from experiments.registry import all_experiments
+from experiments.zhang2021 import noise
+from experiments.zhang2021 import tensor_init as tensor_init_exp
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -68,12 +68,13 @@ def _run(name, tmp_path, trials, overrides):
     report = run_experiment(name, selection, out=tmp_path, progress=False)
     assert not report.failures
     plot_experiment(name, selection, out=tmp_path)
-    claims = validate_experiment(name, selection, out=tmp_path)
+    verdicts = validate_experiment(name, selection, out=tmp_path)
+    claims = verdicts["claims"]
     stem = tmp_path / "figures" / name
     assert stem.with_suffix(".png").stat().st_size > 0
     assert stem.with_suffix(".pdf").stat().st_size > 0
     saved = json.loads((tmp_path / "results" / name / "validate.json").read_text())
-    assert saved == claims
+    assert saved == verdicts
     return {c["claim"].split(" ")[0]: c for c in claims}, claims
 
 

@@ -200,7 +200,8 @@ def test_imp_on_tiny_mnist_files(mnist_dir: Path) -> None:
 
 
 def test_experiments_run_cell_plot_claims(mnist_dir: Path, tmp_path: Path) -> None:
-    from experiments import imp_mnist, imp_synthetic, lth_lenet
+    from experiments.frankle2019 import lth_lenet
+    from experiments.zhang2021 import imp_mnist, imp_synthetic
 
     row = imp_synthetic.run_cell({"N": 200, "levels": 2, "iterations": 40, "n_val": 50}, 3)
     assert len(row["imp_density"]) == 3 and row["imp_level"] == [0, 1, 2]
@@ -277,7 +278,7 @@ def test_cifar_resnet_global_imp_with_augmentation(tmp_path: Path) -> None:
 
 
 def test_experiment_cache_resumes_and_changes_nothing(tmp_path, monkeypatch) -> None:
-    from experiments import imp_synthetic
+    from experiments.zhang2021 import imp_synthetic
 
     params = {"N": 200, "levels": 2, "iterations": 30, "n_val": 50}
     plain = imp_synthetic.run_cell(params, 4)

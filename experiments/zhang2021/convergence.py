@@ -23,9 +23,9 @@ import pandas as pd
 from sparse_teacher.agd import fit_rate, init_at_distance, run_agd
 from sparse_teacher.theory import heavy_ball_rate
 
-from .analysis import claim, fit_line, format_interval
-from .plotting import figure, save_figure
-from .registry import Experiment, Size, register
+from ..analysis import claim, fit_line, format_interval
+from ..plotting import figure, save_figure
+from ..registry import Experiment, Size, register
 from .teacher_instances import draw_instance
 
 HISTORY_POINTS = 300

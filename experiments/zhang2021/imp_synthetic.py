@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis import claim
-from .plotting import figure, save_figure
-from .registry import Experiment, Size, register
+from ..analysis import claim
+from ..plotting import figure, save_figure
+from ..registry import Experiment, Size, register
 
 MODEL = "student"
 

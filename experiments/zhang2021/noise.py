@@ -32,9 +32,9 @@ from sparse_teacher._validation import check_float, check_int
 from sparse_teacher.agd import init_at_distance, run_agd
 from sparse_teacher.theory import noise_floor
 
-from .analysis import claim, fit_line, fixed_effect_slope, format_interval
-from .plotting import figure, save_figure
-from .registry import Experiment, Size, register
+from ..analysis import claim, fit_line, fixed_effect_slope, format_interval
+from ..plotting import figure, save_figure
+from ..registry import Experiment, Size, register
 from .teacher_instances import draw_instance
 
 GAP_TOL = 0.02  # converged: the error still to come (Aitken) <= GAP_TOL * the final error

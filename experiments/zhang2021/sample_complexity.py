@@ -21,9 +21,9 @@ import pandas as pd
 
 from sparse_teacher.agd import init_at_distance, run_agd
 
-from .analysis import claim, claim_in_interval, fit_boundaries, fit_line, fit_power_law
-from .plotting import figure, save_figure, success_heatmap
-from .registry import Experiment, Size, register
+from ..analysis import claim, claim_in_interval, fit_boundaries, fit_line, fit_power_law
+from ..plotting import figure, save_figure, success_heatmap
+from ..registry import Experiment, Size, register
 from .teacher_instances import agd_summary, draw_instance
 
 

@@ -20,9 +20,9 @@ import pandas as pd
 
 from subset_sum.coverage import covering_size, quantile_frame, random_sup_error
 
-from .analysis import claim, fit_line
-from .plotting import figure, save_figure
-from .registry import Experiment, Size, register
+from ..analysis import claim, fit_line
+from ..plotting import figure, save_figure
+from ..registry import Experiment, Size, register
 
 N_MAX = 80
 QUANTILE = 0.9

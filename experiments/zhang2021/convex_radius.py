@@ -23,9 +23,9 @@ import pandas as pd
 from sparse_teacher.agd import init_at_distance, run_agd
 from sparse_teacher.theory import convex_radius
 
-from .analysis import claim, fit_boundaries, fit_line, format_interval
-from .plotting import figure, save_figure, success_heatmap
-from .registry import Experiment, Size, register
+from ..analysis import claim, finding, fit_boundaries, fit_line, format_interval
+from ..plotting import figure, save_figure, success_heatmap
+from ..registry import Experiment, Size, register
 from .teacher_instances import agd_summary, draw_instance
 
 
@@ -93,10 +93,9 @@ def claims(runs: pd.DataFrame) -> list[dict[str, Any]]:
               f"slope {format_interval(fit.slope, fit.slope_ci)}, R^2 = {fit.r2:.3f} over "
               f"r = {[int(r) for r in finite['r']]}" + note,
               fit.slope_ci[1] < 0),
-        claim("Beyond the boundary AGD is slow, not failed (finding, reported)",
-              "unsuccessful runs split into slow (still converging at the cap) and failed",
-              f"{len(beyond)} of {len(runs)} runs unsuccessful: {int(counts.get('slow', 0))} slow, "
-              f"{failed} stalled or diverged", True),
+        finding("Unsuccessful runs split into slow (still converging at the cap) and failed",
+                f"{len(beyond)} of {len(runs)} runs unsuccessful: {int(counts.get('slow', 0))} "
+                f"slow, {failed} stalled or diverged"),
     ]
 
 

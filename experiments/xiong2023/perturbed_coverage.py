@@ -28,9 +28,9 @@ from subset_sum.coverage import (
     quantile_frame,
 )
 
-from .analysis import claim, fit_line
-from .plotting import figure, save_figure
-from .registry import Experiment, Size, register
+from ..analysis import claim, fit_line
+from ..plotting import figure, save_figure
+from ..registry import Experiment, Size, register
 
 N_MAX = 80
 QUANTILE = 0.9
@@ -185,7 +185,7 @@ def claims(runs: pd.DataFrame) -> list[dict[str, Any]]:
         if 0.0 in slopes and len(slopes) > 1 and len(base) >= 3:
             flat = all(abs(slopes[e]) <= 0.15 * slopes[0.0] for e in slopes if e > 0)
             out.append(claim(
-                "finding: at fixed eps > 0, n_req saturates in eta (the perturbed union covers "
+                "at fixed eps > 0, n_req saturates in eta (the perturbed union covers "
                 "[-1, 1] exactly, so eta stops mattering), unlike eps = 0",
                 "|slope of n_req in log2(1/eta)| at eps > 0 <= 0.15 x the eps = 0 slope",
                 "slopes per bit: " + ", ".join(f"eps={e:g}: {s:.3f}" for e, s in slopes.items()),

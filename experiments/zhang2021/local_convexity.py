@@ -26,9 +26,9 @@ from scipy import stats
 from sparse_teacher.agd import init_at_distance
 from sparse_teacher.hessian import extreme_eigenvalues, risk_hessian
 
-from .analysis import claim, fit_line, format_interval
-from .plotting import figure, save_figure
-from .registry import Experiment, Size, register
+from ..analysis import claim, fit_line, format_interval
+from ..plotting import figure, save_figure
+from ..registry import Experiment, Size, register
 from .teacher_instances import draw_instance
 
 

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis import claim
-from .imp_mnist import missing_mnist, run_mnist_imp
-from .plotting import figure, save_figure
-from .registry import Experiment, Size, register
+from ..analysis import claim
+from ..mnist_imp import missing_mnist, run_mnist_imp
+from ..plotting import figure, save_figure
+from ..registry import Experiment, Size, register
 
 MODEL = "lenet_300_100"
 

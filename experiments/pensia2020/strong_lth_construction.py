@@ -29,9 +29,9 @@ from sparse_teacher.idx_files import default_data_dir, load_mnist_split
 from subset_sum.construction import a_priori_bound, construct, random_network
 from subset_sum.target_mlp import TargetMLP, accuracy, random_target, train_mlp
 
-from .analysis import claim, fit_line
-from .plotting import figure, save_figure
-from .registry import Experiment, Size, register
+from ..analysis import claim, fit_line
+from ..plotting import figure, save_figure
+from ..registry import Experiment, Size, register
 
 TARGET_SEED = 0  # the target (and its data split) is fixed; trials redraw G
 TRAIN_FRACTION = 0.8  # first 80% of the MNIST test split trains the target (8000 of 10000)

@@ -34,9 +34,9 @@ from sparse_teacher.tensor_init import (
 )
 from sparse_teacher.theory import init_error
 
-from .analysis import claim, fixed_effect_slope, format_interval
-from .plotting import figure, save_figure
-from .registry import Experiment, Size, register
+from ..analysis import claim, fixed_effect_slope, format_interval
+from ..plotting import figure, save_figure
+from ..registry import Experiment, Size, register
 from .teacher_instances import agd_summary, draw_instance
 
 N_FIT_MIN = 20_000  # below this the error decays faster than N^-1/2 (pre-asymptotic; pilots)

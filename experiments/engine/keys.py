@@ -1,0 +1,166 @@
+"""Grid expansion and canonical cell keys.
+
+A size's cells are the union of the Cartesian products of its grids; a cell that two grids share
+is run once. Overrides (``Selection.overrides``, already typed: the CLI parses ``--set``) replace
+a parameter's list in every grid of the size that has it.
+
+A cell is named by ``canonical_key(params)``: JSON with sorted keys, NumPy scalars turned into
+Python ones, tuples into lists, and an integral float written as an int (``1.0`` and ``1`` give
+the same key, ``True`` stays distinct from ``1``, NaN and inf are refused). Argument order never
+changes a key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sparse_teacher._validation import check_int
+
+from ..registry import Experiment, Size
+from .seeds import derive_seed
+
+METADATA_COLUMNS: tuple[str, ...] = (
+    "experiment", "size", "cell_key", "trial", "seed", "master_seed", "wall_time_s", "version",
+    "git_commit",
+)
+"""Columns the engine adds to every row; parameters and outputs may not use these names."""
+
+IDENTITY: tuple[str, str, str] = ("cell_key", "trial", "master_seed")
+"""The columns that identify a row: no two saved rows share them."""
+
+
+def _plain(name: str, value: Any) -> Any:
+    """``value`` as a plain Python scalar (or list of them); refuse anything else."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value}")
+        return value
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(name, v) for v in (value.tolist() if isinstance(value, np.ndarray)
+                                           else value)]
+    raise ValueError(f"{name} must be None, bool, int, float, str or a list of those, got "
+                     f"{value!r} ({type(value).__name__})")
+
+
+def _key_form(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_key_form(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def canonical_key(params: Mapping[str, Any]) -> str:
+    """The canonical JSON name of a cell: sorted keys, integral floats written as ints.
+
+    ``canonical_key({"a": 1, "b": 0.5}) == canonical_key({"b": 0.5, "a": 1.0})``.
+    """
+    plain = {}
+    for name, value in params.items():
+        if not isinstance(name, str):
+            raise ValueError(f"parameter names must be strings, got {name!r}")
+        plain[name] = _key_form(_plain(f"parameter {name!r}", value))
+    return json.dumps(plain, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which rows a run produces and a figure uses: size, master seed, trials, overrides."""
+
+    size: str = "quick"
+    seed: int = 0
+    trials: int | None = None  # None: the size's own number of trials
+    overrides: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.size not in ("quick", "full"):
+            raise ValueError(f"size must be 'quick' or 'full', got {self.size!r}")
+        check_int("seed", self.seed, minimum=0)
+        if self.trials is not None:
+            check_int("trials", self.trials, minimum=1)
+        object.__setattr__(self, "overrides",
+                           {k: tuple(v) for k, v in sorted(dict(self.overrides).items())})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size": self.size, "seed": self.seed, "trials": self.trials,
+                "overrides": {k: list(v) for k, v in self.overrides.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Selection:
+        return cls(size=data["size"], seed=data["seed"], trials=data.get("trials"),
+                   overrides={k: tuple(v) for k, v in data.get("overrides", {}).items()})
+
+
+@dataclass(frozen=True)
+class Task:
+    """One trial of one cell: what ``run_cell(params, seed)`` is called with."""
+
+    index: int
+    params: Mapping[str, Any]
+    key: str
+    trial: int
+    seed: int
+
+
+def grid_keys(size: Size) -> list[str]:
+    """Every parameter name that appears in one of the size's grids (sorted)."""
+    return sorted({name for grid in size.grids for name in grid})
+
+
+def expand_cells(experiment: Experiment, selection: Selection) -> dict[str, dict[str, Any]]:
+    """Every cell of the selection in grid order: canonical key -> parameters."""
+    size = experiment.size(selection.size)
+    allowed = grid_keys(size)
+    unknown = sorted(set(selection.overrides) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown --set key {unknown[0]!r} for experiment {experiment.name!r}; "
+                         f"allowed keys: {', '.join(allowed)}")
+    cells: dict[str, dict[str, Any]] = {}
+    for grid in size.grids:
+        names = list(grid)
+        lists = []
+        for name in names:
+            if name in METADATA_COLUMNS:
+                raise ValueError(f"parameter name {name!r} of {experiment.name!r} is reserved; "
+                                 f"reserved names: {', '.join(METADATA_COLUMNS)}")
+            values = list(selection.overrides.get(name, grid[name]))
+            if not values:
+                raise ValueError(f"parameter {name!r} of {experiment.name!r} has no values")
+            lists.append([_plain(f"parameter {name!r}", v) for v in values])
+        for combo in itertools.product(*lists):
+            params = dict(zip(names, combo, strict=True))
+            cells.setdefault(canonical_key(params), params)
+    return cells
+
+
+def expand_tasks(experiment: Experiment, selection: Selection) -> list[Task]:
+    """Every (cell, trial) of the selection, in grid order, with its derived seed."""
+    size = experiment.size(selection.size)
+    trials = selection.trials if selection.trials is not None else size.trials
+    trials = check_int(f"trials of {experiment.name!r}", trials, minimum=1)
+    tasks = []
+    for key, params in expand_cells(experiment, selection).items():
+        for trial in range(trials):
+            tasks.append(Task(len(tasks), params, key, trial,
+                              derive_seed(selection.seed, experiment.name, key, trial)))
+    return tasks
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage: a directory of atomically written Parquet parts
+# ---------------------------------------------------------------------------------------------

@@ -1,0 +1,160 @@
+"""From saved results only: the rows of a selection, the figure, the claims and their verdicts.
+
+Figures and claims only ever use the rows of the selected grid, so a quick run followed by a full
+run never mixes silently; a full-size cell whose parameters equal a quick-size cell reuses that
+row (same seed, same pure computation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..registry import Experiment
+from .keys import Selection, expand_tasks
+from .runner import resolve
+from .store import RunStore, write_json
+
+VERDICTS = ("pass", "fail")
+
+
+CLAIM_KEYS = ("claim", "predicted", "measured", "verdict")
+
+
+def saved_selection(experiment: Experiment | str, out: str | os.PathLike[str] = ".") -> Selection:
+    """The selection of the last ``run`` (from ``manifest.json``); quick defaults otherwise."""
+    experiment = resolve(experiment)
+    path = RunStore(out, experiment.name).manifest_path
+    if not path.exists():
+        return Selection()
+    return Selection.from_json(json.loads(path.read_text())["selection"])
+
+
+def selected_runs(experiment: Experiment | str, selection: Selection,
+                  out: str | os.PathLike[str] = ".") -> tuple[pd.DataFrame, int]:
+    """The saved rows of the selection, in grid order, and how many of its trials are missing.
+
+    Raises a ValueError when nothing is saved for it.
+    """
+    experiment = resolve(experiment)
+    store = RunStore(out, experiment.name)
+    runs = store.load()
+    if not len(runs):
+        raise ValueError(f"no saved results for {experiment.name!r} under {store.dir}; run "
+                         f"`lottery-lab run {experiment.name}` first")
+    tasks = expand_tasks(experiment, selection)
+    order = {(t.key, t.trial): t.index for t in tasks}
+    mine = runs[runs["master_seed"] == selection.seed]
+    pairs = zip(mine["cell_key"], mine["trial"], strict=True)
+    position = pd.Series([order.get((k, int(t)), -1) for k, t in pairs], index=mine.index,
+                         dtype=int)
+    mine = mine.assign(_order=position)
+    mine = mine[mine["_order"] >= 0].sort_values("_order").drop(columns="_order")
+    if not len(mine):
+        raise ValueError(f"no saved rows of {experiment.name!r} match the {selection.size} grid "
+                         f"(seed {selection.seed}, trials {selection.trials}, overrides "
+                         f"{dict(selection.overrides)}); run it first")
+    return mine.reset_index(drop=True), len(tasks) - len(mine)
+
+
+class ExperimentError(RuntimeError):
+    """An experiment's ``plot`` or ``claims`` raised or broke the contract (a bug, not input)."""
+
+
+def plot_experiment(experiment: Experiment | str, selection: Selection,
+                    out: str | os.PathLike[str] = ".") -> list[Path]:
+    """Draw ``figures/NAME.png`` and ``.pdf`` from the saved rows of the selection."""
+    experiment = resolve(experiment)
+    runs, _ = selected_runs(experiment, selection, out)
+    stem = RunStore(out, experiment.name).figure_stem
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        experiment.plot(runs, stem)
+    except Exception as exc:
+        raise ExperimentError(f"plot of {experiment.name!r} raised {type(exc).__name__}: "
+                              f"{exc}") from exc
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise ExperimentError(f"plot of {experiment.name!r} did not write "
+                              f"{', '.join(missing)}")
+    return paths
+
+
+FINDING_KEYS = ("finding", "measured")
+
+
+def check_claims(name: str, records: Any) -> dict[str, list[dict[str, Any]]]:
+    """Split ``claims(runs)`` into ``{"claims": [...], "findings": [...]}``, checking each shape.
+
+    A claim has exactly the keys ``CLAIM_KEYS`` and a verdict "pass" or "fail"; a finding has
+    exactly ``FINDING_KEYS`` (no verdict: it is never counted as a pass).
+    """
+    if not isinstance(records, list):
+        raise ExperimentError(f"claims of {name!r} must be a list, got {type(records).__name__}")
+    out: dict[str, list[dict[str, Any]]] = {"claims": [], "findings": []}
+    for c in records:
+        if isinstance(c, Mapping) and set(c) == set(FINDING_KEYS):
+            out["findings"].append(dict(c))
+            continue
+        if not isinstance(c, Mapping) or set(c) != set(CLAIM_KEYS):
+            raise ExperimentError(f"each record of {name!r} must have exactly the keys "
+                                  f"{', '.join(CLAIM_KEYS)} (a claim) or "
+                                  f"{', '.join(FINDING_KEYS)} (a finding); got {c!r}")
+        if c["verdict"] not in VERDICTS:
+            raise ExperimentError(f"verdict of {name!r} must be 'pass' or 'fail', got "
+                                  f"{c['verdict']!r}")
+        out["claims"].append(dict(c))
+    return out
+
+
+def evaluate_claims(experiment: Experiment, runs: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """``experiment.claims(runs)`` checked and split into claims and findings."""
+    try:
+        records = experiment.claims(runs)
+    except Exception as exc:
+        raise ExperimentError(f"claims of {experiment.name!r} raised {type(exc).__name__}: "
+                              f"{exc}") from exc
+    return check_claims(experiment.name, records)
+
+
+def validate_experiment(experiment: Experiment | str, selection: Selection,
+                        out: str | os.PathLike[str] = ".") -> dict[str, list[dict[str, Any]]]:
+    """Evaluate the claims on the saved rows; write ``results/NAME/validate.json``.
+
+    The file holds ``{"claims": [...], "findings": [...]}``.
+    """
+    experiment = resolve(experiment)
+    runs, _ = selected_runs(experiment, selection, out)
+    verdicts = evaluate_claims(experiment, runs)
+    write_json(RunStore(out, experiment.name).validate_path, verdicts)
+    return verdicts
+
+
+def _saved_verdicts(out: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]:
+    pairs = []
+    for path in sorted((Path(out) / "results").glob("*/validate.json")):
+        data = json.loads(path.read_text())
+        if isinstance(data, list):  # written before findings were kept apart: all claims
+            data = {"claims": data, "findings": []}
+        pairs.append((path.parent.name, data))
+    return pairs
+
+
+def collect_verdicts(out: str | os.PathLike[str] = ".") -> pd.DataFrame:
+    """Every claim of every ``results/*/validate.json`` under ``out`` (experiment first)."""
+    rows = [{"experiment": name, **{k: c.get(k) for k in CLAIM_KEYS}}
+            for name, data in _saved_verdicts(out) for c in data.get("claims", [])]
+    return pd.DataFrame(rows, columns=["experiment", *CLAIM_KEYS])
+
+
+def collect_findings(out: str | os.PathLike[str] = ".") -> pd.DataFrame:
+    """Every finding of every ``results/*/validate.json`` under ``out`` (experiment first)."""
+    rows = [{"experiment": name, **{k: c.get(k) for k in FINDING_KEYS}}
+            for name, data in _saved_verdicts(out) for c in data.get("findings", [])]
+    return pd.DataFrame(rows, columns=["experiment", *FINDING_KEYS])
