@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shutil
 import sys
 import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+import pandas as pd
+
 from . import cli_overrides, engine
 from .registry import Experiment, all_experiments
+from .report import FORMATS, render
 
 PROG = "lottery-lab"
 
@@ -91,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
-    commands.add_parser("list", help="every experiment: paper figure, grid sizes, cost")
+    listing = commands.add_parser("list", help="every experiment: paper figure, grid sizes, cost, "
+                                  "whether its saved results are current")
+    listing.add_argument("--out", default=".", metavar="DIR",
+                         help="root of results/ (default: current directory)")
 
     run = commands.add_parser("run", help="run an experiment (or all), then plot and validate")
     run.add_argument("name", metavar="NAME|all")
@@ -113,9 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("name", metavar="NAME")
         _add_selection(sub, saved_default=True)
 
-    report = commands.add_parser("report", help="one table of every claim and verdict")
+    report = commands.add_parser("report", help="every claim with its verdict, findings apart")
     report.add_argument("--out", default=".", metavar="DIR",
                         help="root of results/ (default: current directory)")
+    report.add_argument("--format", dest="fmt", choices=FORMATS, default="text",
+                        help="text (blocks that fit the terminal; default), or markdown, csv, "
+                             "json for pasting into papers")
+    report.add_argument("--width", type=_positive, default=None, metavar="COLUMNS",
+                        help="text width (default: the terminal's, at most 120)")
+    report.add_argument("--whole", action="store_true",
+                        help="text: print long measurements whole instead of cutting them")
     return parser
 
 
@@ -160,29 +174,21 @@ def _selection(experiment: Experiment, args: argparse.Namespace, *, strict: bool
                             overrides=overrides)
 
 
+def terminal_width() -> int:
+    """The terminal's width in columns, at most 120 (100 when unknown)."""
+    return min(shutil.get_terminal_size((100, 24)).columns, 120)
+
+
 def _print_claims(name: str, verdicts: dict[str, list[dict[str, Any]]]) -> None:
-    rows = [[c["claim"], c["predicted"], c["measured"], c["verdict"]] for c in verdicts["claims"]]
-    print(f"{name}: claims")
-    print(format_table(rows, ["claim", "predicted", "measured", "verdict"]))
-    if verdicts["findings"]:
-        print(f"{name}: findings (observations, not counted as passes)")
-        for f in verdicts["findings"]:
-            print(f"  {f['finding']}: {f['measured']}")
+    claims = pd.DataFrame([{"experiment": name, **c} for c in verdicts["claims"]],
+                          columns=["experiment", *engine.CLAIM_KEYS])
+    findings = pd.DataFrame([{"experiment": name, **f} for f in verdicts["findings"]],
+                            columns=["experiment", *engine.FINDING_KEYS])
+    print(render(claims, findings, width=terminal_width()))
 
 
-def selection_flags(selection: engine.Selection, out: str = ".") -> str:
-    """The ``run`` options that reproduce ``selection``, e.g. ``--full --seed 3 --set r=20,50``."""
-    flags = [f"--{selection.size}"]
-    if selection.seed:
-        flags.append(f"--seed {selection.seed}")
-    if selection.trials is not None:
-        flags.append(f"--trials {selection.trials}")
-    if selection.overrides:
-        flags.append("--set " + " ".join(f"{k}={','.join(map(str, v))}"
-                                         for k, v in selection.overrides.items()))
-    if out != ".":
-        flags.append(f"--out {out}")
-    return " ".join(flags)
+selection_flags = engine.selection_flags
+"""The ``run`` options that reproduce a selection, e.g. ``--full --seed 3 --set r=20,50``."""
 
 
 def _warn_missing(name: str, selection: engine.Selection, out: str) -> None:
@@ -212,7 +218,8 @@ def _run_one(experiment: Experiment, selection: engine.Selection,
                                    backend=args.backend, scheduler=args.scheduler,
                                    force=args.force, progress=not args.no_progress)
     print(f"{experiment.name}: {report.n_tasks} trials ({selection.size}, seed "
-          f"{selection.seed}): {report.n_cached} already saved, {report.n_new} new, "
+          f"{selection.seed}): {report.n_cached} already saved, {report.n_new} new"
+          f"{f' ({report.n_stale} recomputed: saved by older code)' if report.n_stale else ''}, "
           f"{len(report.failures)} failed, {report.wall_time_s:.1f} s")
     if report.failures:
         store = engine.RunStore(args.out, experiment.name)
@@ -270,12 +277,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
             estimate = f", {size.estimate}" if size.estimate else ""
             sizes.append(f"{cells} x {size.trials} = {cells * size.trials}{estimate}")
         missing = _missing_requirements(e)
-        rows.append([name, e.paper, *sizes, ", ".join(missing) or "-"])
+        stale = engine.stale_rows(e, args.out)
+        saved = "-" if stale is None else f"stale ({stale} rows)" if stale else "current"
+        rows.append([name, e.paper, *sizes, ", ".join(missing) or "-", saved])
     if not rows:
         print("no experiments registered")
         return 0
     print(format_table(rows, ["name", "paper / figure", "quick: cells x trials = rows",
-                              "full: cells x trials = rows", "missing requirements"]))
+                              "full: cells x trials = rows", "missing requirements",
+                              "saved results"]))
     return 0
 
 
@@ -298,13 +308,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    table = engine.collect_verdicts(args.out)
-    if not len(table):
+    claims = engine.collect_verdicts(args.out)
+    if not len(claims):
         raise ValueError(f"no results/*/validate.json under {args.out!r}; run `{PROG} run all "
                          f"--quick` first")
-    print(format_table(table.to_numpy().tolist(), list(table.columns)))
-    n_pass = int((table["verdict"] == "pass").sum())
-    print(f"{len(table)} claims: {n_pass} pass, {len(table) - n_pass} fail")
+    findings = engine.collect_findings(args.out)
+    fmt = getattr(args, "fmt", "text")
+    width = getattr(args, "width", None) or terminal_width()
+    print(render(claims, findings, fmt, width=width,
+                 max_lines=None if getattr(args, "whole", False) else 4))
     return 0
 
 

@@ -31,6 +31,7 @@ def test_init_at_distance_is_exact():
         assert relative_error(W0, W_star) == pytest.approx(lam, abs=1e-14)
 
 
+@pytest.mark.slow  # ~12 s on one core
 def test_agd_recovers_noiseless_teacher_and_beats_gd(issue_case):
     prob, W_star = issue_case
     W0 = init_at_distance(W_star, 0.3, seed=1)

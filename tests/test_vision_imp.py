@@ -217,7 +217,10 @@ def test_experiments_run_cell_plot_claims(mnist_dir: Path, tmp_path: Path) -> No
     runs = pd.DataFrame([{**row, "N": n, "trial": 0} for n in (300, 600)])
     imp_mnist.plot(runs, tmp_path / "mnist")
     assert (tmp_path / "mnist.png").exists()
-    assert all(c["verdict"] in ("pass", "fail") for c in imp_mnist.claims(runs))
+    verdicts = imp_mnist.claims(runs)
+    assert sum("verdict" in c for c in verdicts) == 2
+    assert all(c["verdict"] in ("pass", "fail") if "verdict" in c else c["finding"]
+               for c in verdicts)
 
     row = lth_lenet.run_cell({**params, "levels": 3}, 2)
     assert {"imp_density", "reinit_density", "one_shot_density"} <= set(row)
@@ -227,6 +230,55 @@ def test_experiments_run_cell_plot_claims(mnist_dir: Path, tmp_path: Path) -> No
     assert (tmp_path / "lth.pdf").exists()
     verdicts = lth_lenet.claims(runs)
     assert len(verdicts) == 4 and all(c["verdict"] in ("pass", "fail") for c in verdicts)
+
+
+def _imp_mnist_runs(accuracy) -> pd.DataFrame:
+    """Runs rows as the engine saves them: N, trial and ``records_to_row``'s per-level lists,
+    with ``accuracy(i_n, trial, level)`` the test accuracy at level ``level`` (density 0.8^level)."""
+    from sparse_teacher.vision.tables import records_to_row
+
+    rows = []
+    for i, n in enumerate((1000, 3000, 7000)):
+        for trial in range(3):
+            records = [{"branch": "imp", "level": lv, "density": 0.8**lv,
+                        "early_stop_iteration": 100.0, "test_metric_at_stop": accuracy(i, trial, lv),
+                        "test_metric_end": 0.9, "train_metric_end": 1.0, "val_loss_min": 0.2}
+                       for lv in range(10)]
+            rows.append({"N": n, "trial": trial, **records_to_row(records)})
+    return pd.DataFrame(rows)
+
+
+def test_imp_mnist_claims_pass_on_consistent_runs_and_fail_on_contradicting_runs() -> None:
+    from experiments.registry import get
+    from experiments.zhang2021 import imp_mnist
+
+    def consistent(i: int, trial: int, level: int) -> float:
+        # tickets gain 0.3 pt in [20%, 100%) (noisy per trial), drop below it; more data helps
+        gain = (0.003 + 0.002 * ((trial + level) % 3 - 1)) if 0 < level <= 7 else -0.01 * (level > 7)
+        return 0.93 + 0.015 * i + gain
+
+    verdicts = imp_mnist.claims(_imp_mnist_runs(consistent))
+    claims = [c for c in verdicts if "verdict" in c]
+    assert len(claims) == 2 and all(c["verdict"] == "pass" for c in claims), claims
+    findings = [f["finding"] for f in verdicts if "finding" in f]
+    assert any("selection" in f for f in findings) and any("overly pruned" in f for f in findings)
+
+    # the best level beats dense everywhere, but the declared range loses on average: fails
+    def selected(i: int, trial: int, level: int) -> float:
+        return 0.93 + 0.015 * i + (0.004 if level == 3 else -0.003 * (level > 0))
+
+    assert imp_mnist.claims(_imp_mnist_runs(selected))[0]["verdict"] == "fail"
+    # more data is less accurate (same gains from pruning): the second claim fails
+    flipped = imp_mnist.claims(_imp_mnist_runs(
+        lambda i, trial, lv: consistent(i, trial, lv) - 0.03 * i))
+    assert [c["verdict"] for c in flipped if "verdict" in c] == ["pass", "fail"]
+
+    contradicting = get("imp-mnist").contradicting_runs
+    assert contradicting is not None
+    runs = contradicting()
+    assert runs.equals(contradicting())  # deterministic
+    assert {"N", "trial", "imp_level", "imp_density", "imp_test_metric_at_stop"} <= set(runs)
+    assert any(c["verdict"] == "fail" for c in imp_mnist.claims(runs) if "verdict" in c)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -28,13 +28,15 @@ from ..registry import Experiment, Size
 from .seeds import derive_seed
 
 METADATA_COLUMNS: tuple[str, ...] = (
-    "experiment", "size", "cell_key", "trial", "seed", "master_seed", "wall_time_s", "version",
-    "git_commit",
+    "experiment", "size", "cell_key", "trial", "seed", "master_seed", "code_version",
+    "wall_time_s", "version", "git_commit",
 )
 """Columns the engine adds to every row; parameters and outputs may not use these names."""
 
-IDENTITY: tuple[str, str, str] = ("cell_key", "trial", "master_seed")
-"""The columns that identify a row: no two saved rows share them."""
+IDENTITY: tuple[str, str, str, str] = ("cell_key", "trial", "master_seed", "code_version")
+"""The columns that identify a row: no two saved rows share them. ``code_version``
+(``engine.fingerprint``) names the code that computed the row, so a row computed by older code
+is another row (stale), never the current one."""
 
 
 def _plain(name: str, value: Any) -> Any:

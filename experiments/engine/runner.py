@@ -1,10 +1,17 @@
 """The runner: run every missing trial of a selection and save the rows as they finish.
 
-A rerun skips the identities already saved; ``force=True`` deletes the table first. A trial that
-raises is not saved; it is reported (parameters, trial, seed, error) and written to
-``results/NAME/failures.json``. Every row holds its parameters, ``experiment``, ``size``,
-``cell_key``, ``trial``, ``seed``, ``master_seed``, ``wall_time_s``, ``version`` (of the
-package) and ``git_commit``.
+A rerun skips the identities already saved by the current code; ``force=True`` deletes the table
+first. A trial that raises is not saved; it is reported (parameters, trial, seed, error) and
+written to ``results/NAME/failures.json``. Every row holds its parameters, ``experiment``,
+``size``, ``cell_key``, ``trial``, ``seed``, ``master_seed``, ``code_version``,
+``wall_time_s``, ``version`` (of the package) and ``git_commit``.
+
+Results cannot go stale: a row's identity is (cell_key, trial, master_seed, code_version), where
+``code_version`` is the experiment's declared ``version`` plus a digest of the library code it
+calls (``engine.fingerprint``). A saved row of the selection with another code version (or none:
+a table written before the column existed) is stale: it is recomputed like a missing one, and
+once the run is complete the compaction drops the stale rows it superseded (rows of other
+selections are kept, stale or not). ``plot`` and ``validate`` use current rows only.
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from sparse_teacher._validation import check_int
 
 from ..registry import Experiment, get
+from .fingerprint import code_version
 from .keys import Selection, canonical_key, expand_tasks
 from .parallel import check_parallel, execute
 from .store import ChunkWriter, RunStore, write_json
@@ -69,6 +79,8 @@ class RunReport:
     n_new: int
     failures: list[Failure]
     wall_time_s: float
+    n_stale: int = 0  # trials of the selection saved only by older code (recomputed)
+    code_version: str = ""
 
     @property
     def complete(self) -> bool:
@@ -83,8 +95,10 @@ def run_experiment(experiment: Experiment | str, selection: Selection | None = N
                    out: str | os.PathLike[str] = ".", n_jobs: int = 1, backend: str = "loky",
                    scheduler: str | None = None, force: bool = False, progress: bool = True,
                    chunk_rows: int = 500, chunk_seconds: float = 5.0) -> RunReport:
-    """Run every missing trial of the selection and append the rows as they finish.
+    """Run every missing or stale trial of the selection and append the rows as they finish.
 
+    Rows saved by the current ``code_version(experiment)`` are reused; rows of the selection
+    saved by other code are recomputed, and dropped by the compaction once the run is complete.
     Rows are written as a new part every ``chunk_rows`` rows, every ``chunk_seconds`` seconds
     (``ChunkWriter``) and on Ctrl-C. ``force`` deletes the saved table first. The table is
     locked for the run: a second run of the same experiment under ``out`` is refused.
@@ -96,6 +110,7 @@ def run_experiment(experiment: Experiment | str, selection: Selection | None = N
     n_jobs = check_parallel(n_jobs, backend)
     chunk_rows = check_int("chunk_rows", chunk_rows, minimum=1)
     tasks = expand_tasks(experiment, selection)
+    code = code_version(experiment)
     store = RunStore(out, experiment.name)
     with store.lock():
         if force:
@@ -103,21 +118,20 @@ def run_experiment(experiment: Experiment | str, selection: Selection | None = N
         store.clean_temporaries()
         store.validate_path.unlink(missing_ok=True)  # verdicts are rewritten once the run is complete
         saved = store.load()
-        done = set()
-        if len(saved):
-            mine = saved[saved["master_seed"] == selection.seed]
-            done = set(zip(mine["cell_key"], mine["trial"].astype(int), strict=True))
-        todo = [t for t in tasks if (t.key, t.trial) not in done]
+        current, stale = saved_trials(saved, selection.seed, code)
+        todo = [t for t in tasks if (t.key, t.trial) not in current]
+        n_stale = sum((t.key, t.trial) in stale for t in todo)
         commit = git_commit()
         version = package_version()
         write_json(store.manifest_path, {
             "experiment": experiment.name, "paper": experiment.paper,
             "selection": selection.to_json(), "n_tasks": len(tasks), "version": version,
-            "git_commit": commit, "started_at": datetime.now(timezone.utc).isoformat(),
-            "notes": experiment.notes,
+            "code_version": code, "git_commit": commit,
+            "started_at": datetime.now(timezone.utc).isoformat(), "notes": experiment.notes,
         })
         meta = {"experiment": experiment.name, "size": selection.size,
-                "master_seed": selection.seed, "version": version, "git_commit": commit}
+                "master_seed": selection.seed, "code_version": code, "version": version,
+                "git_commit": commit}
         by_index = {t.index: t for t in todo}
         failures: list[Failure] = []
         start = time.monotonic()
@@ -145,9 +159,37 @@ def run_experiment(experiment: Experiment | str, selection: Selection | None = N
                 for f in failures])
         else:
             store.failures_path.unlink(missing_ok=True)
-            store.compact()
+            keys = {(t.key, t.trial) for t in tasks}
+            store.compact(drop=lambda runs: superseded(runs, selection.seed, code, keys))
     return RunReport(experiment.name, len(tasks), len(tasks) - len(todo), n_new, failures,
-                     time.monotonic() - start)
+                     time.monotonic() - start, n_stale, code)
+
+
+def _is_current(runs: pd.DataFrame, code: str) -> pd.Series:
+    return runs["code_version"].eq(code)
+
+
+def saved_trials(saved: pd.DataFrame, seed: int, code: str
+                 ) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
+    """The (cell_key, trial) pairs saved under master ``seed`` by code ``code``, and by other
+    code only (stale)."""
+    if not len(saved):
+        return set(), set()
+    mine = saved[saved["master_seed"] == seed]
+    is_current = _is_current(mine, code)
+    pairs = list(zip(mine["cell_key"], mine["trial"].astype(int), strict=True))
+    current = {p for p, ok in zip(pairs, is_current, strict=True) if ok}
+    return current, {p for p in pairs if p not in current}
+
+
+def superseded(runs: pd.DataFrame, seed: int, code: str, keys: set[tuple[str, int]]) -> pd.Series:
+    """Rows of other code whose (cell_key, trial) under ``seed`` is in ``keys`` and saved by
+    ``code``: the stale rows a complete run has replaced."""
+    current, _ = saved_trials(runs, seed, code)
+    replaced = keys & current
+    pairs = zip(runs["cell_key"], runs["trial"].astype(int), strict=True)
+    hit = pd.Series([p in replaced for p in pairs], index=runs.index, dtype=bool)
+    return hit & (runs["master_seed"] == seed) & ~_is_current(runs, code)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,30 +1,22 @@
 """The seed of one (cell, trial), from its coordinates only.
 
 The seed never depends on scheduling, so the table is identical for every ``n_jobs`` and backend.
+It is the project's one seed derivation, ``lottery_common.derive_seed`` (also used by the IMP
+code), at the coordinates ``(trial, "EXPERIMENT\\x00CELL_KEY")``.
 """
 
 from __future__ import annotations
 
-import hashlib
-
-import numpy as np
-
+from lottery_common import derive_seed as _common_derive_seed
 from sparse_teacher._validation import check_int
 
 
 def derive_seed(master_seed: int, experiment: str, key: str, trial: int) -> int:
     """The seed of one (cell, trial): ``SeedSequence([master, trial, sha256(name, key)])``.
 
-    Returns a non-negative int below 2**63 (it fits the int64 ``seed`` column).
+    That is ``lottery_common.derive_seed(master, trial, f"{experiment}\\x00{key}")``. Returns a
+    non-negative int below 2**63 (it fits the int64 ``seed`` column).
     """
     master_seed = check_int("seed", master_seed, minimum=0)
     trial = check_int("trial", trial, minimum=0)
-    digest = hashlib.sha256(f"{experiment}\x00{key}".encode()).digest()
-    words = [int(w) for w in np.frombuffer(digest, dtype="<u4")]
-    state = np.random.SeedSequence([master_seed, trial, *words]).generate_state(1, np.uint64)
-    return int(state[0] >> np.uint64(1))
-
-
-# ---------------------------------------------------------------------------------------------
-# Grids, overrides, selections
-# ---------------------------------------------------------------------------------------------
+    return _common_derive_seed(master_seed, trial, f"{experiment}\x00{key}")

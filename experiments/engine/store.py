@@ -6,6 +6,11 @@ written to a hidden temporary file, fsync'ed and atomically renamed, so a killed
 is written every ``chunk_rows`` rows and, from a background thread, every ``chunk_seconds``
 seconds. A finished run compacts the parts into one. ``load`` reads every part and drops
 duplicate identities, so even a kill during compaction never duplicates a row.
+
+Identity includes ``code_version`` (the code that computed the row, ``engine.fingerprint``): a
+table may hold a current and a stale row of the same (cell, trial, master seed) until the run
+that recomputed it compacts the table with ``drop`` (the superseded stale rows). Tables written
+before the column existed load with ``code_version`` None: stale, whatever the current code.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,22 +83,36 @@ class RunStore:
         return final
 
     def load(self) -> pd.DataFrame:
-        """Every saved row (each identity once, the earliest written kept)."""
+        """Every saved row (each identity once, the earliest written kept).
+
+        Rows written before ``code_version`` existed get ``code_version`` None.
+        """
         frames = [pd.read_parquet(p) for p in self.parts()]
         frames = [f for f in frames if len(f)]
         if not frames:
             return pd.DataFrame(columns=list(METADATA_COLUMNS))
         runs = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        if "code_version" not in runs.columns:
+            runs = runs.assign(code_version=pd.Series([None] * len(runs), index=runs.index,
+                                                      dtype=object))
         runs = runs.drop_duplicates(subset=list(IDENTITY), keep="first").reset_index(drop=True)
         first = [c for c in METADATA_COLUMNS if c in runs.columns]
         return runs[first + [c for c in runs.columns if c not in METADATA_COLUMNS]]
 
-    def compact(self) -> None:
-        """Rewrite all parts as one (safe to interrupt: ``load`` drops duplicate identities)."""
+    def compact(self, drop: Callable[[pd.DataFrame], pd.Series] | None = None) -> None:
+        """Rewrite all parts as one, without the rows where ``drop(runs)`` is true.
+
+        Safe to interrupt: ``load`` drops duplicate identities, and a dropped row that survives
+        in an old part is dropped again by the next compaction.
+        """
         old = self.parts()
-        if len(old) <= 1:
+        if not old:
             return
-        self.append(self.load().to_dict("records"))
+        runs = self.load()
+        dropped = drop(runs).to_numpy(bool) if drop is not None else np.zeros(len(runs), bool)
+        if len(old) == 1 and not dropped.any():
+            return
+        self.append(runs[~dropped].to_dict("records"))
         for part in old:
             part.unlink()
 

@@ -2,7 +2,10 @@
 
 Figures and claims only ever use the rows of the selected grid, so a quick run followed by a full
 run never mixes silently; a full-size cell whose parameters equal a quick-size cell reuses that
-row (same seed, same pure computation).
+row (same seed, same pure computation). They also use only rows of the current
+``code_version`` (``engine.fingerprint``): rows computed by older code are never mixed with new
+ones, and a selection saved only by older code is refused with the ``run`` command that
+recomputes it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ..registry import Experiment
+from .fingerprint import code_version
 from .keys import Selection, expand_tasks
 from .runner import resolve
 from .store import RunStore, write_json
@@ -37,9 +41,11 @@ def saved_selection(experiment: Experiment | str, out: str | os.PathLike[str] = 
 
 def selected_runs(experiment: Experiment | str, selection: Selection,
                   out: str | os.PathLike[str] = ".") -> tuple[pd.DataFrame, int]:
-    """The saved rows of the selection, in grid order, and how many of its trials are missing.
+    """The saved current rows of the selection, in grid order, and how many of its trials are
+    missing (not saved, or saved only by older code).
 
-    Raises a ValueError when nothing is saved for it.
+    Raises a ValueError when nothing is saved for it, or only rows computed by older code (the
+    message gives the ``lottery-lab run`` command that recomputes them).
     """
     experiment = resolve(experiment)
     store = RunStore(out, experiment.name)
@@ -55,11 +61,51 @@ def selected_runs(experiment: Experiment | str, selection: Selection,
                          dtype=int)
     mine = mine.assign(_order=position)
     mine = mine[mine["_order"] >= 0].sort_values("_order").drop(columns="_order")
-    if not len(mine):
+    code = code_version(experiment)
+    current = mine[mine["code_version"].eq(code)]
+    if not len(current) and len(mine):
+        raise ValueError(f"the saved rows of {experiment.name!r} for this selection were computed "
+                         f"by older code (code version {_versions(mine)}, now {code}); recompute "
+                         f"them with `lottery-lab run {experiment.name} "
+                         f"{selection_flags(selection, out)}`")
+    if not len(current):
         raise ValueError(f"no saved rows of {experiment.name!r} match the {selection.size} grid "
                          f"(seed {selection.seed}, trials {selection.trials}, overrides "
                          f"{dict(selection.overrides)}); run it first")
-    return mine.reset_index(drop=True), len(tasks) - len(mine)
+    return current.reset_index(drop=True), len(tasks) - len(current)
+
+
+def _versions(runs: pd.DataFrame) -> str:
+    names = sorted({str(v) if isinstance(v, str) else "none" for v in runs["code_version"]})
+    return ", ".join(names)
+
+
+def selection_flags(selection: Selection, out: str | os.PathLike[str] = ".") -> str:
+    """The ``run`` options that reproduce ``selection``, e.g. ``--full --seed 3 --set r=20,50``."""
+    flags = [f"--{selection.size}"]
+    if selection.seed:
+        flags.append(f"--seed {selection.seed}")
+    if selection.trials is not None:
+        flags.append(f"--trials {selection.trials}")
+    if selection.overrides:
+        flags.append("--set " + " ".join(f"{k}={','.join(map(str, v))}"
+                                         for k, v in selection.overrides.items()))
+    if str(out) != ".":
+        flags.append(f"--out {out}")
+    return " ".join(flags)
+
+
+def stale_rows(experiment: Experiment | str, out: str | os.PathLike[str] = ".") -> int | None:
+    """How many saved rows of the experiment (any selection) older code computed; None when
+    nothing is saved."""
+    experiment = resolve(experiment)
+    store = RunStore(out, experiment.name)
+    if not store.parts():
+        return None
+    runs = store.load()
+    if not len(runs):
+        return None
+    return int((~runs["code_version"].eq(code_version(experiment))).sum())
 
 
 class ExperimentError(RuntimeError):

@@ -102,12 +102,13 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
         if len(group) >= 3:
             fit = fit_line(x, group["median"].to_numpy(float))
             xx = np.linspace(x.min(), x.max(), 50)
-            ax_b.plot(xx, fit.intercept + fit.slope * xx, ":", color="grey")
+            ax_b.plot(xx, fit.intercept + fit.slope * xx, ":", color="grey",
+                      label=f"{_label(method, beta)}: fit, linear in sqrt(r)")
     gd = table[table["method"] == "gd"].sort_values("r")
     if len(gd):
         ax_b.plot(np.sqrt(gd["r"].to_numpy(float)),
                   heavy_ball_rate(gd["median"].to_numpy(), beta), "k-", lw=1,
-                  label=f"theory: heavy ball (beta = {beta:g}) from the GD rate")
+                  label=f"theory: heavy-ball rate (beta = {beta:g}) of the measured GD rate")
     ax_b.set(xlabel=r"$\sqrt{r}$", ylabel=r"convergence rate $\nu$",
              title="Fig. 3(b): rate against sqrt(r) (Theorem 2: grows with r)")
     ax_b.legend()
@@ -140,11 +141,24 @@ def claims(runs: pd.DataFrame) -> list[dict[str, Any]]:
         predicted = heavy_ball_rate(both["rate_gd"].to_numpy(float), beta)
         speed_error = np.abs((1 - both["rate_agd"].to_numpy(float)) / (1 - predicted) - 1)
         out.append(claim("AGD's rate is the heavy-ball rate predicted from GD's rate on the same "
-                         "run (1 - nu within 10%)",
-                         "|(1 - nu_AGD) / (1 - nu_HB(nu_GD, beta)) - 1| <= 0.1",
+                         "run (1 - nu within 10%, every run)",
+                         "|(1 - nu_AGD) / (1 - nu_HB(nu_GD, beta)) - 1| <= 0.1 in every run",
                          f"median {np.median(speed_error):.3f}, max {speed_error.max():.3f} over "
-                         f"{len(both)} runs", bool(np.median(speed_error) <= 0.1)))
+                         f"{len(both)} runs", bool(speed_error.max() <= 0.1)))
     return out
+
+
+def contradicting_runs() -> pd.DataFrame:
+    """Rates that fall with r, AGD slower than GD and off the heavy-ball prediction."""
+    rows = []
+    for r in (20, 50, 100, 150):
+        for trial in range(4):
+            rows.append({"N": 3000, "d": 300, "K": 5, "eta": 0.5, "lam": 0.1, "max_iter": 10000,
+                         "r": r, "beta": 0.2, "trial": trial,
+                         "rate_agd": 0.999 - 1e-4 * np.sqrt(r) + 1e-6 * trial,
+                         "rate_gd": 0.99 - 1e-4 * np.sqrt(r) + 1e-6 * trial,
+                         "success_agd": True, "success_gd": True})
+    return pd.DataFrame(rows)
 
 
 COMMON = {"N": [3000], "d": [300], "K": [5], "eta": [0.5], "lam": [0.1], "max_iter": [10000]}
@@ -157,7 +171,7 @@ EXPERIMENT = register(Experiment(
                estimate="~25 s"),
     full=Size(grids=[{**COMMON, "r": [20, 40, 60, 80, 100, 120, 150, 200], "beta": [0.2]}],
               trials=20, estimate="~1.5 h on 2 cores"),
-    run_cell=run_cell, plot=plot, claims=claims,
+    run_cell=run_cell, plot=plot, claims=claims, contradicting_runs=contradicting_runs,
     notes="The paper's r grid was not recoverable: r spans 20..200 (the student support is the "
           "teacher's, r* = r). Starts at lam = 0.1; rates fitted on errors in [1e-3, 1e-6].",
 ))

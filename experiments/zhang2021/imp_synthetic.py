@@ -80,7 +80,7 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
         curve = _median_curve(table, n)
         ax.plot(100 * curve["density"], curve["error"], "o-", ms=4, label=f"N = {n}")
     ax.axvline(100 * TEACHER_DENSITY, color="k", ls="--", lw=1,
-               label="theory: teacher density r/d = 20%")
+               label="teacher density r*/d = 20% (predicted best)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.invert_xaxis()
@@ -122,6 +122,24 @@ def claims(runs: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+def contradicting_runs() -> pd.DataFrame:
+    """Per-level IMP rows (``records_to_row`` format) whose error only grows as pruning goes on."""
+    levels = list(range(9))
+    density = [(1 - _fraction()) ** level for level in levels]
+    rows = []
+    for n in (1000, 2000, 4000):
+        for trial in range(2):
+            error = [1e-3 * (1000 / n) * (1 + 0.01 * trial) / d**0.5 for d in density]
+            rows.append({"N": n, "levels": 8, "iterations": 2000, "n_val": 500, "trial": trial,
+                         "imp_level": levels, "imp_density": density,
+                         "imp_early_stop_iteration": [1900.0] * len(levels),
+                         "imp_test_metric_at_stop": error,
+                         "imp_test_metric_end": [1.1 * e for e in error],
+                         "imp_train_metric_end": [0.5 * e for e in error],
+                         "imp_val_loss_min": [1e-6 + 1e-3 * e for e in error]})
+    return pd.DataFrame(rows)
+
+
 EXPERIMENT = register(Experiment(
     name="imp-synthetic",
     paper="Zhang, Wang, Liu, Chen, Xiong, Why Lottery Ticket Wins? (NeurIPS 2021), Fig. 6",
@@ -133,7 +151,7 @@ EXPERIMENT = register(Experiment(
     full=Size(grids=[{"N": [500, 1000, 1500, 2000, 3000, 5000], "levels": [10],
                       "iterations": [10000], "n_val": [1000]}], trials=10,
               estimate="~30 min on 2 CPU cores"),
-    run_cell=run_cell, plot=plot, claims=claims,
+    run_cell=run_cell, plot=plot, claims=claims, contradicting_runs=contradicting_runs,
     notes="Student: first-layer weights (K, d) trained, output fixed to the average of the K "
           "ReLUs (the paper's model); Gaussian Glorot init. Training: Adam lr 1e-2, batch "
           "min(N, 500), fixed iteration budget per level, validation set (fresh teacher samples "

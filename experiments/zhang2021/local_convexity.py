@@ -68,7 +68,7 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     if len(share) >= 3:
         fit = fit_line(x, share.to_numpy(float))
         ax_b.plot(x, fit.intercept + fit.slope * x, "r--",
-                  label=f"theory: shrinks with r (linear fit, slope {fit.slope:.3g})")
+                  label=f"fit: linear in sqrt(r), slope {fit.slope:.3g} (theory: shrinks with r)")
     ax_b.set(xlabel=r"$\sqrt{r}$", ylabel="share of probed points with PD Hessian",
              ylim=(-0.05, 1.05), title="Theorem 1: locally convex share of the probed ball")
     ax_b.legend()
@@ -78,27 +78,46 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
 def claims(runs: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     share = runs.groupby("r")["positive_definite"].mean()
+    text = "The locally convex region shrinks as r grows (Theorem 1)"
+    predicted = "share of probed points with PD Hessian decreases in r (Spearman rho < 0, p < 0.05)"
     if len(share) >= 3:
         rho, p_value = stats.spearmanr(runs["r"], runs["positive_definite"].astype(float))
         shares = ", ".join(f"{int(r)}: {v:.2f}" for r, v in share.items())
-        out.append(claim("The locally convex region shrinks as r grows (Theorem 1)",
-                         "share of probed points with PD Hessian decreases in r "
-                         "(Spearman rho < 0, p < 0.05)",
+        out.append(claim(text, predicted,
                          f"share by r {{{shares}}}; rho = {rho:.3f}, p = {p_value:.2g}",
                          bool(rho < 0 and p_value < 0.05)))
+    else:
+        out.append(claim(text, predicted, f"only {len(share)} values of r", False))
     near = runs[runs["lam"] <= 0.5].groupby("r")["lambda_min_K2"].median()
+    text = "Near W* (lam <= 0.5) the smallest eigenvalue falls as r grows"
+    predicted = "slope of median lambda_min K^2 against sqrt(r) < 0"
     if len(near) >= 3:
         fit = fit_line(np.sqrt(near.index.to_numpy(float)), near.to_numpy(float))
-        out.append(claim("Near W* (lam <= 0.5) the smallest eigenvalue falls as r grows",
-                         "slope of median lambda_min K^2 against sqrt(r) < 0",
+        out.append(claim(text, predicted,
                          f"slope {format_interval(fit.slope, fit.slope_ci)}, R^2 = {fit.r2:.2f}",
                          fit.slope_ci[1] < 0))
+    else:
+        out.append(claim(text, predicted, f"only {len(near)} values of r with lam <= 0.5", False))
     top = runs["lambda_max_K"]
     out.append(claim("The largest eigenvalue is Theta(1/K) (Theorem 1 upper bound)",
                      "lambda_max K between 0.05 and 5 at every probed point",
                      f"lambda_max K in [{top.min():.3g}, {top.max():.3g}]",
                      bool(top.min() > 0.05 and top.max() < 5)))
     return out
+
+
+def contradicting_runs() -> pd.DataFrame:
+    """A convex region that grows with r: lambda_min rises with r, so more points are PD."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for r in (10, 40, 80, 120, 160):
+        for lam in (0.0, 0.25, 0.5, 1.0, 1.5):
+            for trial in range(6):
+                low = -0.1 + 0.03 * np.sqrt(r) * (1 - 0.3 * lam) + 0.01 * rng.standard_normal()
+                rows.append({"K": 3, "d": 200, "N": 2000, "r": r, "lam": lam, "trial": trial,
+                             "lambda_min_K2": low, "lambda_min": low / 9, "lambda_max_K": 0.4,
+                             "lambda_max": 0.4 / 3, "positive_definite": bool(low > 0)})
+    return pd.DataFrame(rows)
 
 
 EXPERIMENT = register(Experiment(
@@ -111,7 +130,7 @@ EXPERIMENT = register(Experiment(
                       "r": [10, 20, 40, 60, 80, 100, 120, 140, 160],
                       "lam": [0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0]}], trials=20,
               estimate="~20 min"),
-    run_cell=run_cell, plot=plot, claims=claims,
+    run_cell=run_cell, plot=plot, claims=claims, contradicting_runs=contradicting_runs,
     notes="Not a figure of the paper: Theorem 1 checked directly. The Hessian is the risk "
           "Hessian estimated with a Gaussian-kernel kink term (Silverman bandwidth), since the "
           "empirical loss's own Hessian is positive semi-definite everywhere. K = 3 and N = 2000 "

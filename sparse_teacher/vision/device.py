@@ -2,7 +2,8 @@
 
 Every random draw of the backend comes from an explicit ``torch.Generator`` on the CPU (model
 initialization, data order, random pruning scores, tie breaks), so a fixed seed gives the same
-numbers on CPU and on a GPU up to floating-point summation order.
+numbers on CPU and on a GPU up to floating-point summation order. Seeds of separate streams come
+from ``lottery_common.derive_seed`` (re-exported here), the derivation the experiment engine uses.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-import numpy as np
 import torch
+
+from lottery_common import derive_seed as derive_seed  # re-exported: the project's one derivation
 
 from .._validation import check_int
 
@@ -51,12 +53,6 @@ def generator(seed: int) -> torch.Generator:
     g = torch.Generator(device="cpu")
     g.manual_seed(seed)
     return g
-
-
-def derive_seed(*parts: int) -> int:
-    """A 62-bit seed derived deterministically from integers (e.g. master seed, level, branch)."""
-    seq = np.random.SeedSequence([check_int("seed part", p, minimum=0) for p in parts])
-    return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(2))
 
 
 @contextlib.contextmanager

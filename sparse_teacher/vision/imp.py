@@ -18,15 +18,23 @@ Controls, each for L = 1..levels, sharing the IMP run's level 0:
 
 Each level writes ``<out_dir>/<branch>/level_<L>/{record.json, mask.pth, final.pth}`` when
 ``out_dir`` is given; a level whose record exists is loaded instead of trained, so an interrupted
-run resumes. ``hparams.json`` in ``out_dir`` holds the configuration and a mismatch is refused
-(``run_directory`` names a folder by the MD5 of the canonical configuration, as open_lth does;
+run resumes. ``hparams.json`` in ``out_dir`` holds the configuration and the code fingerprint,
+and a mismatch is refused (``run_directory`` names a folder by their hash, as open_lth does;
 ``cache_directory`` does so under ``$LOTTERY_LAB_IMP_CACHE``, which the experiments use).
+
+A cached level is reused only if the same code would compute it (the experiment engine's rule
+for saved rows): the folder name is ``lottery_common.stable_hash`` of the configuration, the
+``extra`` settings and ``code_fingerprint()``, the digest of the syntax trees (docstrings and
+comments ignored) of this module, ``models`` and every module of ``sparse_teacher`` and
+``lottery_common`` they import. Editing that code moves the cache to a new folder; the old one is
+never read again (delete it to reclaim the space). Seeds of the random streams (pruning ties,
+reinitialization, random masks) come from ``lottery_common.derive_seed``, as in the engine.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -38,15 +46,24 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from lottery_common import derive_seed, stable_hash
+from lottery_common.fingerprint import module_closure, modules_digest
+
 from .._validation import check_int
 from .data import Splits
-from .device import choose_device, derive_seed, generator
+from .device import choose_device, generator
 from .masks import Mask
 from .pruning import PruneConfig, keep_scores, prune, prune_like, shuffle_mask
 from .training import TrainConfig, train
 
 BRANCHES = ("imp", "reinit", "random_prune", "one_shot")
-_STREAM_PRUNE, _STREAM_REINIT, _STREAM_SHUFFLE, _STREAM_ONESHOT = 1, 2, 3, 4
+# named streams: ``derive_seed(seed, NAME, level[, 1])`` (strings: never equal to another stream)
+_STREAM_PRUNE, _STREAM_REINIT, _STREAM_SHUFFLE, _STREAM_ONESHOT = (
+    "imp/prune", "imp/reinit", "imp/random_prune", "imp/one_shot")
+
+CODE_MODULES = ("sparse_teacher.vision.imp", "sparse_teacher.vision.models")
+"""The modules whose code (with what they import from ``sparse_teacher`` and ``lottery_common``)
+computes a cached level: ``code_fingerprint`` hashes them."""
 
 
 @dataclass(frozen=True)
@@ -69,15 +86,29 @@ class IMPConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
+@functools.lru_cache(maxsize=1)
+def _code_modules() -> dict[str, Path]:
+    return module_closure(CODE_MODULES, follow=("sparse_teacher", "lottery_common"))
+
+
+def code_fingerprint() -> str:
+    """``stable_hash`` digest of the code that computes a level (``CODE_MODULES`` and what they
+    import from ``sparse_teacher`` and ``lottery_common``; docstrings and comments ignored)."""
+    return modules_digest(_code_modules())
+
+
+def _hparams(config: IMPConfig, extra: dict[str, Any] | None) -> dict[str, Any]:
+    return {"config": config.to_dict(), "extra": dict(extra or {}), "code": code_fingerprint()}
+
+
 def config_hash(config: IMPConfig, extra: dict[str, Any] | None = None) -> str:
-    """MD5 of the canonical JSON (sorted keys) of the configuration and ``extra`` settings."""
-    payload = {"config": config.to_dict(), "extra": extra or {}}
-    return hashlib.md5(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    """``stable_hash`` of the configuration, the ``extra`` settings and ``code_fingerprint()``."""
+    return stable_hash(_hparams(config, extra))
 
 
 def run_directory(root: str | os.PathLike, config: IMPConfig,
                   extra: dict[str, Any] | None = None) -> Path:
-    """``root/imp_<md5>`` (open_lth's ``lottery_<md5>`` naming)."""
+    """``root/imp_<hash>`` (open_lth's ``lottery_<hash>`` naming), ``hash = config_hash(...)``."""
     return Path(root) / f"imp_{config_hash(config, extra)}"
 
 
@@ -87,8 +118,9 @@ CACHE_ENV = "LOTTERY_LAB_IMP_CACHE"
 def cache_directory(config: IMPConfig, extra: dict[str, Any] | None = None) -> Path | None:
     """``run_directory($LOTTERY_LAB_IMP_CACHE, config, extra)`` when that variable is set, else
     None. Experiments pass it as ``out_dir``: the folder is named by the content hash of every
-    setting, so a long cell killed mid-run resumes at its last finished level and the results
-    are the same as without the cache."""
+    setting and of the code, so a long cell killed mid-run resumes at its last finished level,
+    the results are the same as without the cache, and levels computed by older code are never
+    reused."""
     root = os.environ.get(CACHE_ENV)
     return run_directory(root, config, extra) if root else None
 
@@ -117,12 +149,13 @@ class _Store:
         if self.root is None:
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        hp = {"config": config.to_dict(), "extra": extra}
+        hp = _hparams(config, extra)
         path = self.root / "hparams.json"
         if path.exists():
             if json.loads(path.read_text()) != json.loads(json.dumps(hp)):
-                raise ValueError(f"{self.root} holds a run with other hyperparameters "
-                                 f"(see {path}); use another out_dir or run_directory()")
+                raise ValueError(f"{self.root} holds a run with other hyperparameters or computed "
+                                 f"by older code (see {path}); use another out_dir or "
+                                 f"run_directory(), or delete it to recompute")
         else:
             path.write_text(json.dumps(hp, indent=1, sort_keys=True))
 

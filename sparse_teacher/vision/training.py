@@ -3,8 +3,9 @@
 Per step: forward (bfloat16 autocast on CUDA when ``amp``), backward, gradients multiplied by the
 mask, optimizer step, weights multiplied by the mask (``masks`` module docstring). The data order
 is a function of the iteration alone: epoch ``e`` uses ``randperm(N)`` from a generator seeded
-with ``derive_seed(data_order_seed, e)``, so a run resumed or rewound to iteration k sees the same
-batches as an uninterrupted one. The learning rate at iteration t is
+with ``lottery_common.derive_seed(data_order_seed, "data_order", e)`` (the augmentation draws use
+the stream ``"augment"``), so a run resumed or rewound to iteration k sees the same batches as an
+uninterrupted one. The learning rate at iteration t is
 ``lr * gamma^(#milestones <= t) * min(1, (t + 1) / warmup_iterations)`` (open_lth).
 
 Every ``eval_every`` iterations (and at the end) the validation loss is measured; the iteration of
@@ -25,9 +26,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from lottery_common import derive_seed
+
 from .._validation import check_float, check_int
 from .data import Splits, TensorData, augment_flip_crop
-from .device import autocast, derive_seed, generator
+from .device import autocast, generator
 from .masks import Mask
 
 OPTIMIZERS = ("sgd", "adam")
@@ -166,7 +169,8 @@ class BatchOrder:
     def __call__(self, iteration: int) -> torch.Tensor:
         epoch, b = divmod(iteration, self.per_epoch)
         if epoch != self._epoch:
-            self._perm = torch.randperm(self.n, generator=generator(derive_seed(self.seed, epoch)))
+            seed = derive_seed(self.seed, "data_order", epoch)
+            self._perm = torch.randperm(self.n, generator=generator(seed))
             self._epoch = epoch
         return self._perm[b * self.batch_size:(b + 1) * self.batch_size]
 
@@ -192,7 +196,7 @@ def train(model: nn.Module, mask: Mask, splits: Splits, cfg: TrainConfig, *, tas
     enforcer = mask.enforcer(model)
     optimizer = make_optimizer(model, cfg)
     order = BatchOrder(len(splits.train), cfg.batch_size, cfg.data_order_seed)
-    aug_gen = generator(derive_seed(cfg.data_order_seed, 1, start_iteration)) if cfg.augment \
+    aug_gen = generator(derive_seed(cfg.data_order_seed, "augment", start_iteration)) if cfg.augment \
         else None
     train_x, train_y = splits.train.x, splits.train.y
     history: dict[str, list[float]] = {"iteration": [], "val_loss": [], "val_metric": []}
