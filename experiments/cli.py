@@ -11,9 +11,11 @@ a scientific result, not an error, and exits with 0.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import shutil
 import sys
+import textwrap
 import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -131,15 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--whole", action="store_true",
                         help="text: print long measurements whole instead of cutting them")
     return parser
-
-
-def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    """Left-aligned plain-text table."""
-    cells = [[str(h) for h in header]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _missing_requirements(experiment: Experiment, size: str = "quick") -> list[str]:
@@ -268,24 +261,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    rows = []
-    for name, e in sorted(all_experiments().items()):
-        sizes = []
+    """One block per experiment, wrapped to the terminal: name and saved-results status, the
+    paper and figure, both sizes (cells x trials = rows, estimated time), missing requirements."""
+    experiments = sorted(all_experiments().items())
+    if not experiments:
+        print("no experiments registered")
+        return 0
+    width = terminal_width()
+    wrap = functools.partial(textwrap.wrap, width=width, initial_indent="    ",
+                             subsequent_indent="      ", break_on_hyphens=False)
+    blocks = []
+    for name, e in experiments:
+        stale = engine.stale_rows(e, args.out)
+        saved = "-" if stale is None else f"stale ({stale} rows)" if stale else "current"
+        lines = [f"{name}  saved results: {saved}", *wrap(e.paper)]
         for which in ("quick", "full"):
             size = e.size(which)
             cells = len(engine.expand_cells(e, engine.Selection(which)))
             estimate = f", {size.estimate}" if size.estimate else ""
-            sizes.append(f"{cells} x {size.trials} = {cells * size.trials}{estimate}")
+            lines += wrap(f"{which}: {cells} x {size.trials} = {cells * size.trials} rows"
+                          f"{estimate}")
         missing = _missing_requirements(e)
-        stale = engine.stale_rows(e, args.out)
-        saved = "-" if stale is None else f"stale ({stale} rows)" if stale else "current"
-        rows.append([name, e.paper, *sizes, ", ".join(missing) or "-", saved])
-    if not rows:
-        print("no experiments registered")
-        return 0
-    print(format_table(rows, ["name", "paper / figure", "quick: cells x trials = rows",
-                              "full: cells x trials = rows", "missing requirements",
-                              "saved results"]))
+        if missing:
+            lines += wrap(f"missing: {', '.join(missing)}")
+        blocks.append("\n".join(lines))
+    print("\n\n".join(blocks))
+    print()
+    print("\n".join(textwrap.wrap(
+        f"{len(experiments)} experiments; saved results: current, stale (computed by other code: "
+        f"`{PROG} run NAME` recomputes them) or - (none) under {args.out}", width=width)))
     return 0
 
 

@@ -10,6 +10,6 @@
 Nothing here imports ``sparse_teacher``, ``subset_sum`` or ``experiments``: they all import it.
 """
 
-from .seeds import derive_seed, stable_hash
+from .seeds import derive_seed, plain_data, stable_hash
 
-__all__ = ["derive_seed", "stable_hash"]
+__all__ = ["derive_seed", "plain_data", "stable_hash"]

@@ -29,11 +29,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["derive_seed", "stable_hash"]
+__all__ = ["derive_seed", "plain_data", "stable_hash"]
 
 
-def _canonical(value: Any) -> Any:
-    """``value`` as plain JSON data (refusing what has no canonical form)."""
+def plain_data(value: Any, name: str = "value", *, nested: bool = True) -> Any:
+    """``value`` as plain JSON data: None, bool, int, finite float, str and lists of those; with
+    ``nested`` also ``bytes`` (as ``{"bytes": HEX}``) and string-keyed mappings. NumPy scalars
+    and arrays become Python ones, tuples lists. Anything else raises a one-line ValueError that
+    names ``name``."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, np.bool_):
@@ -43,26 +46,28 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, numbers.Real):
         value = float(value)
         if not math.isfinite(value):
-            raise ValueError(f"stable_hash: non-finite number {value}")
+            raise ValueError(f"{name} must be finite (non-finite number {value})")
         return value
-    if isinstance(value, (bytes, bytearray)):
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = value.tolist() if isinstance(value, np.ndarray) else value
+        return [plain_data(v, name, nested=nested) for v in items]
+    if nested and isinstance(value, (bytes, bytearray)):
         return {"bytes": bytes(value).hex()}
-    if isinstance(value, Mapping):
+    if nested and isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ValueError(f"stable_hash: mapping keys must be strings, got {key!r}")
-            out[key] = _canonical(item)
+                raise ValueError(f"{name}: mapping keys must be strings, got {key!r}")
+            out[key] = plain_data(item, name, nested=nested)
         return out
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_canonical(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    raise ValueError(f"stable_hash: cannot encode {value!r} ({type(value).__name__}); use None, "
-                     f"bool, int, float, str, bytes, lists and string-keyed mappings of those")
+    allowed = ("None, bool, int, float, str, bytes, lists and string-keyed mappings of those"
+               if nested else "None, bool, int, float, str or a list of those")
+    raise ValueError(f"{name} must be {allowed}; cannot encode {value!r} ({type(value).__name__})")
 
 
 def stable_hash(*parts: Any) -> str:
     """SHA-256 hex digest of the canonical JSON of ``list(parts)`` (see the module docstring)."""
-    text = json.dumps(_canonical(list(parts)), sort_keys=True, separators=(",", ":"),
+    text = json.dumps(plain_data(list(parts), "stable_hash"), sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

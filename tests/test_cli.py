@@ -45,8 +45,10 @@ def test_version_through_the_installed_entry_point():
 def test_list_shows_paper_and_cost(capsys, toy):
     code, out, _ = _call(capsys, "list")
     assert code == 0
-    line = next(row for row in out.splitlines() if row.startswith(TOY))
-    assert "Toy paper, Fig. 0" in line and "7 x 4 = 28, ~1 s" in line and "15 x 6 = 90" in line
+    block = out.split(f"{TOY}  saved results: -\n")[1].split("\n\n")[0]
+    assert "Toy paper, Fig. 0" in block and "quick: 7 x 4 = 28 rows, ~1 s" in block
+    assert "full: 15 x 6 = 90 rows" in block
+    assert max(len(line) for line in out.splitlines()) <= 120
 
 
 def test_run_plot_validate_report(capsys, toy, tmp_path):

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from lottery_common import plain_data
 from sparse_teacher._validation import check_int
 
 from ..registry import Experiment, Size
@@ -41,22 +38,7 @@ is another row (stale), never the current one."""
 
 def _plain(name: str, value: Any) -> Any:
     """``value`` as a plain Python scalar (or list of them); refuse anything else."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        value = float(value)
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value}")
-        return value
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(name, v) for v in (value.tolist() if isinstance(value, np.ndarray)
-                                           else value)]
-    raise ValueError(f"{name} must be None, bool, int, float, str or a list of those, got "
-                     f"{value!r} ({type(value).__name__})")
+    return plain_data(value, name, nested=False)
 
 
 def _key_form(value: Any) -> Any:
