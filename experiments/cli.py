@@ -3,26 +3,31 @@
 ``lottery-lab run NAME|all [--quick|--full]`` runs the grid (resuming saved rows), draws
 ``figures/NAME.png``/``.pdf``, writes ``results/NAME/validate.json`` and prints the verdicts.
 ``plot`` and ``validate`` work from the saved rows only; ``report`` prints every verdict.
-User errors (unknown names, keys or values) print one line ``lottery-lab: error: ...`` listing
-what is allowed and exit with status 2; failed trials exit with status 1; a verdict of "fail" is
-a scientific result, not an error, and exits with 0.
+User errors (unknown names, keys or values, an unreadable saved file, a folder that refuses a
+write) print one line ``lottery-lab: error: ...`` saying what is allowed or what to do and exit
+with status 2; failed trials exit with status 1; a verdict of "fail" is a scientific result,
+not an error, and exits with 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import importlib.util
+import os
 import shutil
 import sys
 import textwrap
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pandas as pd
 
 from . import cli_overrides, engine
+from .engine.verdicts import write_refused
 from .registry import Experiment, all_experiments
 from .report import FORMATS, render
 
@@ -113,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "LocalCluster)")
     run.add_argument("--scheduler", default=None, metavar="ADDRESS",
                      help="Dask scheduler address, e.g. tcp://host:8786 (with --backend dask)")
-    run.add_argument("--force", action="store_true", help="delete saved rows and start over")
+    run.add_argument("--force", action="store_true",
+                     help="recompute every trial; the saved rows are replaced once none failed")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     for name, text in (("plot", "draw figures/NAME.png and .pdf from saved rows"),
@@ -207,6 +213,10 @@ def _plot_and_validate(experiment: Experiment, selection: engine.Selection, out:
 
 def _run_one(experiment: Experiment, selection: engine.Selection,
              args: argparse.Namespace) -> int:
+    engine.expand_cells(experiment, selection)  # bad values: one error before anything is said
+    notice = experiment.notice(selection.size) if experiment.notice is not None else None
+    if notice:  # e.g. a fallback to other data: said before the run, not found out after it
+        print(f"{experiment.name}: note: {notice}")
     report = engine.run_experiment(experiment, selection, out=args.out, n_jobs=args.n_jobs,
                                    backend=args.backend, scheduler=args.scheduler,
                                    force=args.force, progress=not args.no_progress)
@@ -247,6 +257,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          f"{', '.join(known)}")
     selections = {name: _selection(e, args, strict=False, saved_default=False)
                   for name, e in sorted(experiments.items())}
+    for name, experiment in sorted(experiments.items()):  # bad values: one error, nothing run
+        engine.expand_cells(experiment, selections[name])
     status = 0
     for name, experiment in sorted(experiments.items()):
         missing = _missing_requirements(experiment, size)
@@ -324,6 +336,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_error(exc: OSError) -> str:
+    """``cannot write to FOLDER (REASON); ...`` for a refused write (``write_refused``):
+    FOLDER is the deepest existing folder (or file in the way) on the path of the write."""
+    path = Path(os.fsdecode(exc.filename)).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    reason = os.strerror(exc.errno).lower()
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR) and not path.is_dir():
+        reason = "not a directory"  # a file where a folder should be
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "choose another --out or make it writable"
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "free some space or choose another --out"
+    else:
+        advice = "choose another --out"
+    return f"cannot write to {path} ({reason}); {advice}"
+
+
 COMMANDS = {"list": _cmd_list, "run": _cmd_run, "plot": _cmd_plot, "validate": _cmd_validate,
             "report": _cmd_report}
 
@@ -339,6 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the user's folder refused a write: one line, not a traceback
+        if not write_refused(exc):
+            raise
+        print(f"{PROG}: error: {_write_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; finished rows are saved, run the same command again to "

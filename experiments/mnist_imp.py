@@ -8,7 +8,46 @@ deterministically (``vision_splits(test_split_only=True)``, split seed 0).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
+
+from .registry import Param
+
+MNIST_IMAGES = {"train": 60_000, "test": 10_000}
+DEFAULT_TEST = 2000  # test images of the re-split test split when n_test is 0
+
+MNIST_PARAMS: dict[str, Param] = {
+    "N": Param("int", low=1), "levels": Param("int", low=1), "iterations": Param("int", low=1),
+    "eval_every": Param("int", low=1), "n_val": Param("int", low=1), "n_test": Param("int", low=0),
+    "mnist_files": Param("str", choices=("train", "test")),
+}
+"""Rules of the MNIST IMP parameters (``n_test`` = 0: the whole official test split, or 2,000
+images of the re-split test split); ``check_mnist_sizes`` checks that the sizes fit the split."""
+
+
+def check_mnist_sizes(cell: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """N, n_val and n_test must fit in the split they are drawn from: the 10,000 test images
+    (``mnist_files`` = "test": test, validation and training pool) or the 60,000 training images
+    (validation and training; the official test split gives the test set)."""
+    n, n_val, n_test = int(cell["N"]), int(cell["n_val"]), int(cell["n_test"])
+    if cell["mnist_files"] == "test":
+        total, test = MNIST_IMAGES["test"], n_test or DEFAULT_TEST
+        if test + n_val >= total:
+            yield ("n_val", f"n_val must be below {total - test} (the {total} images of the MNIST "
+                            f"test split less n_test = {test})")
+        elif n > total - test - n_val:
+            yield ("N", f"N must be at most {total - test - n_val} (the {total} images of the MNIST "
+                        f"test split less n_test = {test} and n_val = {n_val})")
+        return
+    total = MNIST_IMAGES["train"]
+    if n_val >= total:
+        yield ("n_val", f"n_val must be below {total} (the images of the MNIST training split)")
+    elif n > total - n_val:
+        yield ("N", f"N must be at most {total - n_val} (the {total} images of the MNIST training "
+                    f"split less n_val = {n_val})")
+    if n_test > MNIST_IMAGES["test"]:
+        yield ("n_test", f"n_test must be at most {MNIST_IMAGES['test']} (the MNIST test split; 0: "
+                         "all of it)")
 
 
 def mnist_splits(params: dict[str, Any]) -> Any:
@@ -24,11 +63,13 @@ def mnist_splits(params: dict[str, Any]) -> Any:
 
 
 def missing_mnist(size: str) -> str | None:
-    """What MNIST data the size lacks: the quick size re-splits the test split; the full size
-    needs the training and test splits."""
-    from sparse_teacher.vision.data import missing_mnist_files
+    """What MNIST data the size lacks or cannot read: the quick size re-splits the test split; the
+    full size needs the training and test splits. A corrupted file is named (once, before the
+    run) with the advice to replace it."""
+    from sparse_teacher.vision.data import missing_mnist_files, unreadable_mnist_files
 
-    return missing_mnist_files("mnist", ("test",) if size == "quick" else ("train", "test"))
+    splits = ("test",) if size == "quick" else ("train", "test")
+    return missing_mnist_files("mnist", splits) or unreadable_mnist_files("mnist", splits)
 
 
 def run_mnist_imp(params: dict[str, Any], seed: int, model: str,

@@ -1,11 +1,17 @@
 """Shared plot helpers: one style, saving PNG + PDF, success-rate heat maps with the 50% curve.
 
 Matplotlib runs on the non-interactive Agg backend, so figures are drawn without a display.
+Figure files are byte-reproducible: the same figure gives the same bytes (no creation date or
+version in the metadata, one pinned font and renderer settings), and a file whose bytes would
+not change is left untouched, so replotting unchanged results never dirties a checkout.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,10 +37,27 @@ STYLE: dict[str, Any] = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "savefig.bbox": "tight",
+    "font.family": ["DejaVu Sans"],  # shipped with Matplotlib: the same glyphs on every machine
 }
 """rcParams every figure of the project uses (``with plt.rc_context(STYLE)`` or ``figure``)."""
 
 DPI = 150
+
+RENDER: dict[str, Any] = {
+    **{key: matplotlib.rcParamsDefault[key] for key in (
+        "text.hinting", "text.hinting_factor", "text.antialiased", "lines.antialiased",
+        "patch.antialiased", "path.simplify", "path.simplify_threshold", "agg.path.chunksize",
+        "pdf.fonttype", "pdf.compression", "pdf.use14corefonts", "svg.fonttype")},
+    "svg.hashsalt": "lottery-lab",
+}
+"""Renderer settings pinned when saving (Matplotlib's defaults, a fixed SVG salt), so that a
+user's matplotlibrc cannot change the bytes of a figure."""
+
+METADATA: dict[str, dict[str, Any]] = {
+    "png": {"Software": None},
+    "pdf": {"Creator": "lottery-lab", "Producer": None, "CreationDate": None, "ModDate": None},
+}
+"""File metadata without dates or versions (Matplotlib writes both by default)."""
 
 
 def figure(*args: Any, **kwargs: Any) -> tuple[plt.Figure, Any]:
@@ -45,19 +68,44 @@ def figure(*args: Any, **kwargs: Any) -> tuple[plt.Figure, Any]:
 
 
 def save_figure(fig: plt.Figure, path_stem: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write ``path_stem.png`` (150 dpi) and ``path_stem.pdf``, then close the figure."""
+    """Write ``path_stem.png`` (150 dpi) and ``path_stem.pdf``, then close the figure.
+
+    The bytes depend on the figure only (``METADATA``, ``RENDER``); a file that already holds
+    them is not rewritten, and a new one replaces the old atomically.
+    """
     stem = Path(path_stem)
     if stem.suffix in (".png", ".pdf"):
         stem = stem.with_suffix("")
     stem.parent.mkdir(parents=True, exist_ok=True)
     png, pdf = Path(f"{stem}.png"), Path(f"{stem}.pdf")
     try:
-        with plt.rc_context(STYLE):
-            fig.savefig(png, dpi=DPI)
-            fig.savefig(pdf)
+        with plt.rc_context({**STYLE, **RENDER}):
+            for path, options in ((png, {"dpi": DPI}), (pdf, {})):
+                fmt = path.suffix[1:]
+                buffer = io.BytesIO()
+                fig.savefig(buffer, format=fmt, metadata=METADATA[fmt], **options)
+                write_if_changed(path, buffer.getvalue())
     finally:
         plt.close(fig)
     return png, pdf
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` atomically unless it already holds exactly these bytes (its
+    modification time then stays); returns whether it wrote."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return True
 
 
 def cell_edges(values: Sequence[float], log: bool = False) -> np.ndarray:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from . import problem as _problem
 from ._validation import as_generator, check_array, check_float, check_int
 from .kernels import (
     _loss_grad_batch,
@@ -38,7 +39,7 @@ from .kernels import (
     kernel_inputs,
     single_block_size,
 )
-from .problem import StudentProblem
+from .problem import StudentProblem, check_memory
 
 SUCCESS_THRESHOLD = 1e-4
 RATE_WINDOW = 200  # iterations used to fit the final linear rate
@@ -292,11 +293,13 @@ def _agd_batch(W0, Gb, rows, shared, y, eta, beta, tol, max_iter, T, W_star, tra
             break
 
 
-def _check_options(problem, eta, beta, tol, max_iter, partition, divergence_factor, W_star):
+def _check_options(problem, eta, beta, tol, max_iter, partition, divergence_factor, W_star,
+                   starts=None):
     eta = check_float("eta", eta, low=0.0, low_open=True)
     beta = check_float("beta", beta, low=0.0, high=1.0, high_open=True)
     tol = check_float("tol", tol, low=0.0)
     max_iter = check_int("max_iter", max_iter, minimum=0)
+    _check_history_memory(max_iter, starts, W_star is not None)
     divergence_factor = check_float("divergence_factor", divergence_factor, low=1.0,
                                     low_open=True)
     T = 1 if partition is None else check_int("partition", partition, minimum=1,
@@ -310,6 +313,30 @@ def _check_options(problem, eta, beta, tol, max_iter, partition, divergence_fact
     return eta, beta, tol, max_iter, T, divergence_factor, W_star_arr, track
 
 
+def _check_history_memory(max_iter: int, starts: int | None, track: bool) -> None:
+    """The histories hold (starts or 1) x (max_iter + 1) doubles each (loss, and the error when
+    W* is given); refuse them before allocating when they exceed ``MEMORY_BUDGET``."""
+    rows = 1 if starts is None else starts
+    arrays = 2 if track else 1
+    names = "loss and error histories" if track else "loss history"
+    each = " each" if track else ""
+    if starts is None:
+        what = f"run_agd: max_iter = {max_iter} ({names} of {max_iter + 1} doubles{each})"
+    else:
+        what = (f"run_agd_multistart: M = {starts} starts and max_iter = {max_iter} ({names} of "
+                f"{starts} x {max_iter + 1} doubles{each})")
+    cap = int(_problem.MEMORY_BUDGET // (8 * arrays * rows)) - 1  # read at call time
+    instead = f"use max_iter <= {cap}" + ("" if starts is None else " or fewer starts per call")
+    check_memory(what, 8.0 * arrays * rows * (max_iter + 1), instead)
+
+
+def _histories(rows: int | None, max_iter: int, track: bool) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-filled loss and error histories; the error history is a stub without W*."""
+    shape = (max_iter + 1,) if rows is None else (rows, max_iter + 1)
+    err_shape = shape if track else shape[:-1] + (1,)
+    return np.full(shape, np.nan), np.full(err_shape, np.nan)
+
+
 def run_agd(problem: StudentProblem, W0: np.ndarray, *, eta: float = 0.5, beta: float = 0.2,
             tol: float = 1e-8, max_iter: int = 10_000, W_star: np.ndarray | None = None,
             partition: int | None = None, divergence_factor: float = 1e6) -> AGDResult:
@@ -317,8 +344,7 @@ def run_agd(problem: StudentProblem, W0: np.ndarray, *, eta: float = 0.5, beta: 
     W0 = problem.check_weights(W0, name="W0")
     eta, beta, tol, max_iter, T, div, W_star_arr, track = _check_options(
         problem, eta, beta, tol, max_iter, partition, divergence_factor, W_star)
-    loss_hist = np.full(max_iter + 1, np.nan)
-    err_hist = np.full(max_iter + 1, np.nan)
+    loss_hist, err_hist = _histories(None, max_iter, track)
     Xg, Gb, rows = kernel_inputs(problem)
     W, n_iter, status = _agd_single(W0, Xg, Gb, rows, problem.y, problem.shared_support,
                                     single_block_size(problem), eta, beta, tol, max_iter, T,
@@ -339,11 +365,10 @@ def run_agd_multistart(problem: StudentProblem, W0: np.ndarray, *, eta: float = 
     the batch, so the rest keep sharing every pass over the data.
     """
     W0 = problem.check_batch(W0, name="W0")
-    eta, beta, tol, max_iter, T, div, W_star_arr, track = _check_options(
-        problem, eta, beta, tol, max_iter, partition, divergence_factor, W_star)
     M = W0.shape[0]
-    loss_hist = np.full((M, max_iter + 1), np.nan)
-    err_hist = np.full((M, max_iter + 1), np.nan)
+    eta, beta, tol, max_iter, T, div, W_star_arr, track = _check_options(
+        problem, eta, beta, tol, max_iter, partition, divergence_factor, W_star, starts=M)
+    loss_hist, err_hist = _histories(M, max_iter, track)
     n_iters = np.zeros(M, dtype=np.int64)
     statuses = np.zeros(M, dtype=np.int64)
     W_out = np.empty_like(W0)

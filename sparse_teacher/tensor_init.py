@@ -34,7 +34,9 @@ import scipy.linalg
 import scipy.optimize
 import scipy.sparse.linalg
 
+from . import problem as _problem
 from ._validation import as_generator, check_array, check_int
+from .problem import check_memory
 from .teacher import network_outputs, validate_supports
 
 SQRT_2PI = float(np.sqrt(2.0 * np.pi))
@@ -296,6 +298,21 @@ def resolve_signs_by_loss(W: np.ndarray, rows: np.ndarray, X: np.ndarray, y: np.
 # ----------------------------------------------------------------------------- validation
 
 
+def _budget_doubles() -> int:
+    """Doubles that fit in ``sparse_teacher.problem.MEMORY_BUDGET`` (read at call time)."""
+    return int(_problem.MEMORY_BUDGET // 8)
+
+
+def _largest_cube(limit: int) -> int:
+    """The largest K with K^3 <= limit."""
+    k = int(round(limit ** (1.0 / 3.0)))
+    while k**3 > limit:
+        k -= 1
+    while (k + 1) ** 3 <= limit:
+        k += 1
+    return k
+
+
 def _validate_data(X: object, y: object, supports: object) -> tuple[np.ndarray, np.ndarray,
                                                                     np.ndarray]:
     X = check_array("X", X, ndim=2)
@@ -391,6 +408,11 @@ def tensor_initialization(X: np.ndarray, y: np.ndarray, supports: np.ndarray, *,
     if N < n_min:
         raise ValueError(f"X has N = {N} samples, need N >= {n_min} (max({MIN_SAMPLES}, 2 |U|) "
                          f"with |U| = {p}{', times 3 for split=True' if split else ''})")
+    # Step 4 fits rho by least squares on a (K^2, K) design: refuse it before any work.
+    check_memory(f"tensor_initialization: K = {K} neurons (the ({K}^2, {K}) least-squares design "
+                 f"of the magnitudes rho)", 8.0 * K**3,
+                 f"use fewer neurons (K <= {_largest_cube(_budget_doubles())}), or "
+                 f"first_moment_estimate for disjoint supports")
 
     if mode == "union":
         c1 = c2 = 1.0 / K
@@ -527,6 +549,10 @@ def match_permutation(W: np.ndarray, W_star: np.ndarray, supports: np.ndarray) -
     K = W_star.shape[0]
     if not np.all(supports == supports[0]):
         return np.arange(K)
+    check_memory(f"match_permutation: K = {K} identical supports of size {W_star.shape[1]} (the "
+                 f"(K, K, r) array of squared differences)", 8.0 * K * K * W_star.shape[1],
+                 "compare W with W_star without matching (sparse_teacher.agd.relative_error), or "
+                 "fewer neurons")
     cost = ((W[:, None, :] - W_star[None, :, :]) ** 2).sum(axis=2)
     rows, cols = scipy.optimize.linear_sum_assignment(cost)
     perm = np.empty(K, dtype=np.int64)

@@ -6,8 +6,14 @@ Solvers return a :class:`SubsetSumSolution` (error, mask, perturbation, value, l
 * :func:`meet_in_the_middle`: exact plain subset sum, n <= 44;
 * :func:`rounded_dp`: large-n plain subset sum with an error certificate;
 * :func:`perturbed_subset_sum`: exact epsilon-perturbed subset sum (interval-union DP);
-* :func:`milp_subset_sum`: HiGHS mixed-integer reference for both problems;
+* :func:`milp_subset_sum`: HiGHS mixed-integer reference for both problems (60 s time limit by
+  default; ``proven_optimal`` / ``status`` say when the limit stopped it);
 * :func:`sup_error`: exact sup over z in [a, b] of the approximation error.
+
+Every entry point of the interval DP (``perturbed_subset_sum[_batch]``, ``reachable_sets``,
+``reachable_union``, ``sup_error[_path]``, ``coverage_steps``) takes ``max_intervals`` and
+refuses, with a one-line ValueError, a run that would hold more intervals than that (with
+eps = tol = 0 they grow like 2^n) before allocating them.
 """
 
 from .brute_force import brute_force, brute_force_perturbed

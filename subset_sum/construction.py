@@ -30,7 +30,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from sparse_teacher._validation import as_generator, check_array, check_float, check_int
+from sparse_teacher.problem import check_memory
 
+from .meet_in_middle import MAX_N as MITM_MAX_N
 from .meet_in_middle import meet_in_the_middle_batch
 from .perturbed import perturbed_subset_sum_batch
 from .target_mlp import TargetMLP
@@ -50,10 +52,20 @@ class RandomNetwork:
 
 def random_network(widths: tuple[int, ...], n: int,
                    seed: int | np.random.Generator) -> RandomNetwork:
-    """Draw G for a target of widths (d_0, ..., d_L) with 2n hidden units per input neuron."""
+    """Draw G for a target of widths (d_0, ..., d_L) with 2n hidden units per input neuron.
+
+    G holds sum_l 2n d_{l-1} d_l doubles (and :func:`construct` about three times that); above
+    ``sparse_teacher.problem.MEMORY_BUDGET`` it is refused with a ValueError before drawing.
+    """
     n = check_int("n", n, minimum=1)
     if len(widths) < 2:
         raise ValueError(f"widths must list d_0..d_L with L >= 1, got {widths}")
+    widths = tuple(check_int("width", w, minimum=1) for w in widths)
+    count = sum(2 * n * d_in * d_out for d_in, d_out in zip(widths[:-1], widths[1:], strict=True))
+    check_memory(f"random_network: widths {widths} with n = {n} ({count:.3g} random weights, "
+                 f"the sum of 2n d_(l-1) d_l)", 8.0 * count,
+                 f"use a smaller n (meet in the middle, for eps = 0, allows n <= {MITM_MAX_N}) "
+                 f"or a narrower target")
     rng = as_generator(seed)
     V = tuple(rng.uniform(-1.0, 1.0, size=(d_out, d_in, 2 * n))
               for d_in, d_out in zip(widths[:-1], widths[1:], strict=True))
@@ -166,6 +178,10 @@ def construct(target: TargetMLP, network: RandomNetwork, eps: float = 0.0,
         raise ValueError(f"target widths {target.widths} differ from network widths "
                          f"{network.widths}")
     n = network.n
+    if eps == 0.0 and n > MITM_MAX_N:
+        raise ValueError(f"construct: eps = 0 solves each weight's subset sum by meet in the "
+                         f"middle, which allows n <= {MITM_MAX_N} (2^(n/2) memory), got n = {n}; "
+                         f"use n <= {MITM_MAX_N} or eps > 0 (interval DP)")
     masks, perturbations, errors = [], [], []
     for layer, (w, v) in enumerate(zip(target.weights, network.V, strict=True)):
         d_out, d_in = w.shape

@@ -16,7 +16,7 @@ from scipy import stats
 
 from sparse_teacher._validation import as_generator, check_array, check_float, check_int
 
-from .perturbed import coverage_steps
+from .perturbed import MAX_INTERVALS, coverage_steps
 from .sup_error import sup_error
 
 
@@ -27,19 +27,26 @@ def draw_coefficients(n: int, seed: int | np.random.Generator) -> np.ndarray:
 
 
 def covering_size(eta: float, eps: float, seed: int | np.random.Generator, n_max: int = 80,
-                  a: float = -1.0, b: float = 1.0) -> int:
-    """n* for one random sequence of length ``n_max``; returns ``n_max + 1`` if it never covers."""
+                  a: float = -1.0, b: float = 1.0, max_intervals: int = MAX_INTERVALS) -> int:
+    """n* for one random sequence of length ``n_max``; returns ``n_max + 1`` if it never covers.
+
+    A tiny ``eta`` (and eps) lets the DP grow like 2^k before intervals merge; a step that
+    would hold more than ``max_intervals`` intervals is refused with a ValueError.
+    """
     eta = check_float("eta", eta, low=0.0, low_open=True)
     eps = check_float("eps", eps, low=0.0)
     x = draw_coefficients(n_max, seed)
-    steps = coverage_steps(x, eps, eta, a, b)
+    steps = coverage_steps(x, eps, eta, a, b, max_intervals=max_intervals)
     return n_max + 1 if steps < 0 else steps
 
 
 def random_sup_error(n: int, eps: float, seed: int | np.random.Generator, a: float = -1.0,
-                     b: float = 1.0) -> float:
-    """sup_{z in [a, b]} eta*(z) for n fresh Unif[-1, 1] coefficients (exact midpoint formula)."""
-    return sup_error(draw_coefficients(n, seed), eps=eps, a=a, b=b)
+                     b: float = 1.0, max_intervals: int = MAX_INTERVALS) -> float:
+    """sup_{z in [a, b]} eta*(z) for n fresh Unif[-1, 1] coefficients (exact midpoint formula).
+
+    Guarded like :func:`sup_error` (about n <= 24 at eps = 0 with the default ``max_intervals``).
+    """
+    return sup_error(draw_coefficients(n, seed), eps=eps, a=a, b=b, max_intervals=max_intervals)
 
 
 def quantile_ci(values: np.ndarray, q: float = 0.9,

@@ -22,7 +22,7 @@ U_{k-1} to z* - x_k, with y_k = z* - x_k - p ∈ [-eps, eps].
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numba import njit
@@ -38,7 +38,15 @@ from .solution import (
 )
 
 _SLACK = 1e-12  # absolute slack added to pruning margins against rounding
-MAX_INTERVALS = 20_000_000  # stored intervals (lo, hi) allowed by default: 320 MB
+# Memory guard shared by every entry point of the DP: ``max_intervals`` bounds the intervals
+# (lo, hi) the DP holds at once, counting the sets it keeps plus the buffer of the next step
+# (up to twice the current set). It is checked before each step allocates, so a run that would
+# need more stops with a ValueError instead of exhausting memory (with eps = tol = 0 nothing
+# merges and U_k can hold up to 2^k intervals).
+# The default, 2^25 intervals of 16 bytes (537 MB; at most about 1.1 GB at the peak), lets every
+# eps = 0 union of n <= 24 coefficients through (at most 2^23 intervals before its last step).
+MAX_INTERVALS = 2**25
+INTERVAL_BYTES = 16
 
 
 @njit(cache=True)
@@ -132,7 +140,8 @@ def _interval_dp(x: np.ndarray, eps: float, tau: float, a: float, b: float, marg
     """Run the DP; returns all U_0..U_n concatenated (lo, hi) with offsets (n + 2,).
 
     ``adaptive`` (single target, a == b): the margin shrinks to the best distance so far.
-    If more than ``max_total`` intervals would be stored, returns offsets[0] = -1 instead.
+    If the stored sets plus the next step's buffer (2 |U_k|) would exceed ``max_total`` intervals,
+    stops before that step and returns offsets[0] = -1, offsets[1] = the step (1-based) instead.
     """
     n = x.size
     low, high = _reach(x, eps)
@@ -142,6 +151,11 @@ def _interval_dp(x: np.ndarray, eps: float, tau: float, a: float, b: float, marg
     his = [hi]
     total = 1
     for k in range(n):
+        if total + 2 * lo.size > max_total:
+            failed = np.zeros(n + 2, dtype=np.int64)
+            failed[0] = -1
+            failed[1] = k + 1
+            return np.empty(0), np.empty(0), failed
         lo, hi = _step(lo, hi, x[k], eps, low[k], high[k], a, b, margin)
         if adaptive:
             d = _distance(lo, hi, a)
@@ -149,10 +163,6 @@ def _interval_dp(x: np.ndarray, eps: float, tau: float, a: float, b: float, marg
         los.append(lo)
         his.append(hi)
         total += lo.size
-        if total > max_total:
-            failed = np.zeros(n + 2, dtype=np.int64)
-            failed[0] = -1
-            return np.empty(0), np.empty(0), failed
     all_lo = np.empty(total)
     all_hi = np.empty(total)
     offsets = np.zeros(n + 2, dtype=np.int64)
@@ -166,16 +176,22 @@ def _interval_dp(x: np.ndarray, eps: float, tau: float, a: float, b: float, marg
 
 
 @njit(cache=True)
-def _final_union(x: np.ndarray, eps: float, tau: float, a: float, b: float,
-                 margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """U_n only (no history kept), pruned to the window [a - margin, b + margin]."""
+def _final_union(x: np.ndarray, eps: float, tau: float, a: float, b: float, margin: float,
+                 max_total: np.int64) -> tuple[np.ndarray, np.ndarray, np.int64]:
+    """U_n only (no history kept), pruned to the window [a - margin, b + margin].
+
+    Returns (lo, hi, 0), or (U_{k-1}, k) when step k would hold more than ``max_total``
+    intervals (the current set plus the step's buffer of twice its size); k is 1-based.
+    """
     n = x.size
     low, high = _reach(x, eps)
     lo = np.array([-tau])
     hi = np.array([tau])
     for k in range(n):
+        if 3 * lo.size > max_total:
+            return lo, hi, np.int64(k + 1)
         lo, hi = _step(lo, hi, x[k], eps, low[k], high[k], a, b, margin)
-    return lo, hi
+    return lo, hi, np.int64(0)
 
 
 @njit(cache=True)
@@ -199,9 +215,10 @@ def _backtrack(x: np.ndarray, eps: float, all_lo: np.ndarray, all_hi: np.ndarray
 
 
 @njit(cache=True)
-def _perturbed_batch_kernel(xs: np.ndarray, zs: np.ndarray, eps: float,
-                            max_total: np.int64) -> tuple[np.ndarray, np.ndarray]:
-    """Row p of ``xs`` against ``zs[p]`` (tau = 0); returns masks and perturbations."""
+def _perturbed_batch_kernel(xs: np.ndarray, zs: np.ndarray, eps: float, max_total: np.int64
+                            ) -> tuple[np.ndarray, np.ndarray, np.int64, np.int64]:
+    """Row p of ``xs`` against ``zs[p]`` (tau = 0); returns masks, perturbations, and
+    (-1, 0) or, when a row would exceed ``max_total`` intervals, (that row, the step)."""
     count, n = xs.shape
     masks = np.zeros((count, n), dtype=np.bool_)
     ys = np.zeros((count, n))
@@ -211,32 +228,36 @@ def _perturbed_batch_kernel(xs: np.ndarray, zs: np.ndarray, eps: float,
         margin = abs(z) * (1.0 + 1e-9) + _SLACK
         lo, hi, offsets = _interval_dp(x, eps, 0.0, z, z, margin, True, max_total)
         if offsets[0] < 0:
-            raise ValueError("the interval DP exceeded max_intervals on a row of xs; use "
-                             "meet_in_the_middle_batch for eps = 0")
+            return masks, ys, np.int64(p), offsets[1]
         mask, y = _backtrack(x, eps, lo, hi, offsets, z)
         masks[p] = mask
         ys[p] = y
-    return masks, ys
+    return masks, ys, np.int64(-1), np.int64(0)
 
 
 @njit(cache=True)
-def _coverage_steps(x: np.ndarray, eps: float, tau: float, a: float, b: float) -> np.int64:
-    """First k with [a, b] inside one interval of U_k (0 if already in U_0), or -1 if never.
+def _coverage_steps(x: np.ndarray, eps: float, tau: float, a: float, b: float,
+                    max_total: np.int64) -> tuple[np.int64, np.int64]:
+    """First k with [a, b] inside one interval of U_k (0 if already in U_0), or -1 if never;
+    with the 1-based step that would exceed ``max_total`` intervals (as in :func:`_final_union`),
+    or 0 if none did.
 
     Exact with margin 0: coverage of [a, b] only needs intervals whose descendants can touch it.
     """
     if -tau <= a and b <= tau:
-        return 0
+        return np.int64(0), np.int64(0)
     n = x.size
     low, high = _reach(x, eps)
     lo = np.array([-tau])
     hi = np.array([tau])
     for k in range(n):
+        if 3 * lo.size > max_total:
+            return np.int64(-1), np.int64(k + 1)
         lo, hi = _step(lo, hi, x[k], eps, low[k], high[k], a, b, _SLACK)
         i = np.searchsorted(lo, a, side="right") - 1
         if i >= 0 and hi[i] >= b:
-            return k + 1
-    return -1
+            return np.int64(k + 1), np.int64(0)
+    return np.int64(-1), np.int64(0)
 
 
 @dataclass(frozen=True)
@@ -264,11 +285,72 @@ def _check_max(max_intervals: int) -> np.int64:
     return np.int64(check_int("max_intervals", max_intervals, minimum=1))
 
 
-def _raise_if_failed(offsets: np.ndarray, max_intervals: int) -> None:
+def _bytes(count: float) -> str:
+    return f"{count / 1e9:.3g} GB" if count >= 1e9 else f"{count / 1e6:.3g} MB"
+
+
+# What to use instead, per kind of entry point (the end of the guard's message).
+INSTEAD_TARGET = ("meet_in_the_middle for eps = 0 (exact, n <= 44), a tolerance tol > 0, or fewer "
+                  "coefficients")
+INSTEAD_RANGE = ("a tolerance tol > 0 or eps > 0 (nearby intervals merge), or fewer coefficients "
+                 "(about n <= 24 for Unif[-1, 1] at eps = tol = 0)")
+INSTEAD_BATCH = "meet_in_the_middle_batch for eps = 0 (exact, n <= 44), or fewer columns"
+
+
+def interval_limit_error(what: str, n: int, eps: float, tol: float, step: int,
+                         max_intervals: int, instead: str) -> ValueError:
+    """The one-line refusal of every interval-DP entry point (the shared memory guard).
+
+    ``step`` is the (1-based) DP step that would have held more than ``max_intervals``
+    intervals; it is refused before that step allocates.
+    """
+    text = (f"{what}: stopped before step {step} of {n}: the interval DP on n = {n} coefficients "
+            f"(eps = {eps:g}, tol = {tol:g}) would hold more than max_intervals = "
+            f"{max_intervals} intervals ({_bytes(INTERVAL_BYTES * max_intervals)})")
+    worst = 2.0 ** n
+    if eps == 0.0 and tol == 0.0 and worst > max_intervals:
+        text += (f"; nothing merges at eps = tol = 0, so it can grow to 2^{n} = {worst:.3g} "
+                 f"intervals ({_bytes(INTERVAL_BYTES * worst)})")
+    return ValueError(f"{text}; use {instead}, or pass a larger max_intervals "
+                      f"({INTERVAL_BYTES} bytes per interval)")
+
+
+def _raise_if_failed(what: str, x: np.ndarray, eps: float, tol: float, offsets: np.ndarray,
+                     max_intervals: int, instead: str) -> None:
     if offsets[0] < 0:
-        raise ValueError(f"the interval DP needs more than max_intervals = {max_intervals} stored "
-                         "intervals (2^k points for eps = tol = 0); use meet_in_the_middle for "
-                         "eps = 0, a tolerance tol > 0, or a larger max_intervals")
+        raise interval_limit_error(what, x.size, eps, tol, int(offsets[1]), max_intervals, instead)
+
+
+def _window(a: float, b: float, margin: float | None) -> tuple[float, float, float]:
+    a, b = check_range(a, b)
+    if margin is None:
+        margin = max(abs(a), abs(b))
+    return a, b, check_eps(margin, "margin")
+
+
+def interval_sets(what: str, x: np.ndarray, eps: float, tol: float, a: float, b: float,
+                  margin: float | None, max_intervals: int) -> ReachableSets:
+    """:func:`reachable_sets` for the entry point ``what`` (named in the guard's message)."""
+    x, _ = check_instance(x, 0.0)
+    eps, tol = check_eps(eps), check_eps(tol, "tol")
+    a, b, margin = _window(a, b, margin)
+    lo, hi, offsets = _interval_dp(x, eps, tol, a, b, margin + _SLACK, False,
+                                   _check_max(max_intervals))
+    _raise_if_failed(what, x, eps, tol, offsets, max_intervals, INSTEAD_RANGE)
+    return ReachableSets(lo, hi, offsets)
+
+
+def interval_union(what: str, x: np.ndarray, eps: float, tol: float, a: float, b: float,
+                   margin: float | None, max_intervals: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`reachable_union` for the entry point ``what`` (named in the guard's message)."""
+    x, _ = check_instance(x, 0.0)
+    eps, tol = check_eps(eps), check_eps(tol, "tol")
+    a, b, margin = _window(a, b, margin)
+    lo, hi, step = _final_union(x, eps, tol, a, b, margin + _SLACK, _check_max(max_intervals))
+    if step:
+        raise interval_limit_error(what, x.size, eps, tol, int(step), max_intervals,
+                                   INSTEAD_RANGE)
+    return lo, hi
 
 
 def reachable_sets(x: np.ndarray, eps: float = 0.0, tol: float = 0.0, a: float = -1.0,
@@ -277,30 +359,21 @@ def reachable_sets(x: np.ndarray, eps: float = 0.0, tol: float = 0.0, a: float =
     """U_0..U_n for the range [a, b], pruned with ``margin`` (default max(|a|, |b|)).
 
     Distances from any z in [a, b] to the returned U_k are exact whenever they are <= margin;
-    the default margin is always enough because 0 ∈ U_k.
+    the default margin is always enough because 0 ∈ U_k. Refused (ValueError) when the stored
+    sets plus the next step's buffer would exceed ``max_intervals`` (see ``MAX_INTERVALS``).
     """
-    x, _ = check_instance(x, 0.0)
-    eps, tol = check_eps(eps), check_eps(tol, "tol")
-    a, b = check_range(a, b)
-    if margin is None:
-        margin = max(abs(a), abs(b))
-    margin = check_eps(margin, "margin")
-    lo, hi, offsets = _interval_dp(x, eps, tol, a, b, margin + _SLACK, False,
-                                   _check_max(max_intervals))
-    _raise_if_failed(offsets, max_intervals)
-    return ReachableSets(lo, hi, offsets)
+    return interval_sets("reachable_sets", x, eps, tol, a, b, margin, max_intervals)
 
 
 def reachable_union(x: np.ndarray, eps: float = 0.0, tol: float = 0.0, a: float = -1.0,
-                    b: float = 1.0, margin: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """U_n alone as (lo, hi), pruned like :func:`reachable_sets`, without the history."""
-    x, _ = check_instance(x, 0.0)
-    eps, tol = check_eps(eps), check_eps(tol, "tol")
-    a, b = check_range(a, b)
-    if margin is None:
-        margin = max(abs(a), abs(b))
-    margin = check_eps(margin, "margin")
-    return _final_union(x, eps, tol, a, b, margin + _SLACK)
+                    b: float = 1.0, margin: float | None = None,
+                    max_intervals: int = MAX_INTERVALS) -> tuple[np.ndarray, np.ndarray]:
+    """U_n alone as (lo, hi), pruned like :func:`reachable_sets`, without the history.
+
+    Refused (ValueError) when a step would hold more than ``max_intervals`` intervals (the
+    current set plus the step's buffer of twice its size).
+    """
+    return interval_union("reachable_union", x, eps, tol, a, b, margin, max_intervals)
 
 
 def distance_to_union(lo: np.ndarray, hi: np.ndarray, z: float) -> float:
@@ -315,17 +388,23 @@ def perturbed_subset_sum(x: np.ndarray, z: float, eps: float, tol: float = 0.0,
 
     With ``tol = tau > 0`` the DP answers ``max(0, eta* - tau)`` (stored as ``lower_bound``) and the
     recovered mask and perturbation achieve an error ``<= max(eta*, tau)``. With ``tol = 0`` the
-    mask is optimal. Memory grows with the interval counts (16 bytes each, refused above
-    ``max_intervals``): with eps = tol = 0 they can reach 2^n, so keep n <= ~26 there.
+    mask is optimal. Memory grows with the interval counts (16 bytes each, refused with a
+    ValueError before a step would hold more than ``max_intervals``): with eps = tol = 0 they
+    can reach 2^n, so use :func:`meet_in_the_middle` there.
     """
     x, z = check_instance(x, z)
     eps, tol = check_eps(eps), check_eps(tol, "tol")
     margin = max(abs(z) - tol, 0.0) * (1.0 + 1e-9) + _SLACK
     lo, hi, offsets = _interval_dp(x, eps, tol, z, z, margin, True, _check_max(max_intervals))
-    _raise_if_failed(offsets, max_intervals)
+    _raise_if_failed("perturbed_subset_sum", x, eps, tol, offsets, max_intervals, INSTEAD_TARGET)
     dist = float(_distance(lo[offsets[-2]:offsets[-1]], hi[offsets[-2]:offsets[-1]], z))
     mask, y = _backtrack(x, eps, lo, hi, offsets, z)
-    return solution_from_mask(x, z, mask, y, lower_bound=dist)
+    solution = solution_from_mask(x, z, mask, y, lower_bound=dist)
+    if tol == 0.0 or solution.error <= dist:
+        return solution
+    return replace(solution, proven_optimal=False,
+                   status=f"not proven optimal (tolerance tol = {tol:g}: error <= max(optimum, "
+                          f"tol), optimum >= lower_bound)")
 
 
 def perturbed_subset_sum_batch(xs: np.ndarray, zs: np.ndarray, eps: float,
@@ -333,26 +412,36 @@ def perturbed_subset_sum_batch(xs: np.ndarray, zs: np.ndarray, eps: float,
                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact perturbed subset sum per row: ``xs`` (P, n), ``zs`` (P,) -> errors, masks, y.
 
-    Errors are recomputed from the recovered masks and perturbations.
+    Errors are recomputed from the recovered masks and perturbations. A row whose DP would
+    hold more than ``max_intervals`` intervals is refused with a ValueError naming it.
     """
     xs = check_array("xs", xs, ndim=2)
     zs = check_array("zs", zs, shape=(xs.shape[0],))
     if xs.shape[1] == 0:
         raise ValueError("xs must have n >= 1 columns, got n = 0")
     eps = check_eps(eps)
-    masks, ys = _perturbed_batch_kernel(xs, zs, eps, _check_max(max_intervals))
+    masks, ys, row, step = _perturbed_batch_kernel(xs, zs, eps, _check_max(max_intervals))
+    if row >= 0:
+        raise interval_limit_error(f"perturbed_subset_sum_batch (row {row} of xs)", xs.shape[1],
+                                   eps, 0.0, int(step), max_intervals, INSTEAD_BATCH)
     errors = np.abs(np.einsum("pn,pn->p", xs + ys, masks.astype(np.float64)) - zs)
     return errors, masks, ys
 
 
-def coverage_steps(x: np.ndarray, eps: float, tol: float, a: float = -1.0,
-                   b: float = 1.0) -> int:
+def coverage_steps(x: np.ndarray, eps: float, tol: float, a: float = -1.0, b: float = 1.0,
+                   max_intervals: int = MAX_INTERVALS) -> int:
     """n* = the first k with [a, b] inside one interval of U_k (tolerance ``tol``); -1 if none.
 
     Coverage is monotone in k (U_{k-1} ⊆ U_k), so this is the number of coefficients needed for
-    every z in [a, b] to have a ``tol``-approximation (spec Sec. 3.3).
+    every z in [a, b] to have a ``tol``-approximation (spec Sec. 3.3). Refused (ValueError)
+    when a step would hold more than ``max_intervals`` intervals (tiny tol and eps: up to 2^k).
     """
     x, _ = check_instance(x, 0.0)
     eps, tol = check_eps(eps), check_eps(tol, "tol")
     a, b = check_range(a, b)
-    return int(_coverage_steps(x, eps, tol, a, b))
+    steps, failed = _coverage_steps(x, eps, tol, a, b, _check_max(max_intervals))
+    if failed:
+        raise interval_limit_error("coverage_steps", x.size, eps, tol, int(failed), max_intervals,
+                                   "a larger tolerance tol or eps > 0 (nearby intervals merge), "
+                                   "or fewer coefficients")
+    return int(steps)

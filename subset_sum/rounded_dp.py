@@ -12,6 +12,8 @@ and ``error - lower_bound <= 2 sum_i |x_i - g r_i| <= n g``.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from numba import njit
 
@@ -51,7 +53,14 @@ def rounded_dp(x: np.ndarray, z: float, grid: float = 1e-5,
     """
     x, z = check_instance(x, z)
     grid = check_float("grid", grid, low=0.0, low_open=True)
-    max_bins = check_int("max_bins", max_bins, minimum=1)
+    max_bins = check_int("max_bins", max_bins, minimum=1, maximum=2**53)
+    # A lower bound on the bin count, in floating point, before rounding: a grid tiny enough to
+    # overflow the int64 rounding would otherwise wrap the count around and slip past the check.
+    at_least = float(np.abs(x).sum()) / grid - 0.5 * x.size + 1.0
+    if at_least > max_bins:
+        raise ValueError(f"grid = {grid} needs at least {at_least:.3g} bins for sum |x_i| = "
+                         f"{np.abs(x).sum():.3g}; allowed max_bins = {max_bins} (use a coarser "
+                         f"grid)")
     r = np.rint(x / grid).astype(np.int64)
     neg = int(r[r < 0].sum())
     pos = int(r[r > 0].sum())
@@ -71,4 +80,8 @@ def rounded_dp(x: np.ndarray, z: float, grid: float = 1e-5,
         bin_ -= int(r[k])
     rounding = float(np.abs(x - grid * r).sum())
     lower = max(0.0, float(grid_error.min()) - rounding)
-    return solution_from_mask(x, z, mask, None, lower_bound=lower)
+    solution = solution_from_mask(x, z, mask, None, lower_bound=lower)
+    if solution.error <= lower:
+        return solution
+    return replace(solution, proven_optimal=False,
+                   status=f"not proven optimal (rounded to grid = {grid:g}: optimum >= lower_bound)")

@@ -20,7 +20,9 @@ class SubsetSumSolution:
 
     ``value = sum_i mask_i (x_i + perturbation_i)`` and ``error = |value - z|``. For plain subset
     sum the perturbation is all zeros. ``lower_bound`` is a certified lower bound on the optimum
-    (equal to ``error`` for exact solvers; smaller for the rounded DP).
+    (equal to ``error`` for exact solvers; smaller for the rounded DP). ``proven_optimal`` says
+    whether the solver certifies that ``error`` is the optimum; ``status`` says why not (e.g.
+    ``"not proven optimal (time limit 60 s reached)"`` from :func:`milp_subset_sum`).
     """
 
     error: float
@@ -28,6 +30,8 @@ class SubsetSumSolution:
     perturbation: np.ndarray
     value: float
     lower_bound: float
+    proven_optimal: bool = True
+    status: str = "optimal"
 
     @property
     def size(self) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .perturbed import _distance, reachable_sets, reachable_union
+from .perturbed import MAX_INTERVALS, _distance, interval_sets, interval_union
 from .solution import check_instance, check_range
 
 
@@ -38,20 +38,26 @@ def sup_distance(lo: np.ndarray, hi: np.ndarray, a: float, b: float) -> float:
 
 
 def sup_error(x: np.ndarray, eps: float = 0.0, a: float = -1.0, b: float = 1.0,
-              tol: float = 0.0) -> float:
+              tol: float = 0.0, max_intervals: int = MAX_INTERVALS) -> float:
     """sup_{z in [a, b]} min_{delta, |y| <= eps} |sum delta_i (x_i + y_i) - z|.
 
-    ``tol`` fattens the reachable set as in :func:`perturbed_subset_sum`.
+    ``tol`` fattens the reachable set as in :func:`perturbed_subset_sum`. With eps = tol = 0
+    the DP can hold up to 2^n intervals; a run that would hold more than ``max_intervals`` at
+    once is refused with a ValueError before it allocates them (the default allows about
+    n <= 24 for Unif[-1, 1] coefficients).
     """
     x, _ = check_instance(x, 0.0)
-    lo, hi = reachable_union(x, eps=eps, tol=tol, a=a, b=b)
+    lo, hi = interval_union("sup_error", x, eps, tol, a, b, None, max_intervals)
     return sup_distance(lo, hi, a, b)
 
 
 def sup_error_path(x: np.ndarray, eps: float = 0.0, a: float = -1.0, b: float = 1.0,
-                   tol: float = 0.0) -> np.ndarray:
-    """sup error of the prefixes x[:k] for k = 1..n from one DP run (length n)."""
+                   tol: float = 0.0, max_intervals: int = MAX_INTERVALS) -> np.ndarray:
+    """sup error of the prefixes x[:k] for k = 1..n from one DP run (length n).
+
+    Keeps every U_k, so ``max_intervals`` bounds their total (refused like :func:`sup_error`).
+    """
     x, _ = check_instance(x, 0.0)
     a, b = check_range(a, b)
-    sets = reachable_sets(x, eps=eps, tol=tol, a=a, b=b)
+    sets = interval_sets("sup_error_path", x, eps, tol, a, b, None, max_intervals)
     return np.array([_sup_distance(*sets.U(k), a, b) for k in range(1, sets.n + 1)])

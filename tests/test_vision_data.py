@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_teacher.idx_files import write_idx
+from sparse_teacher.idx_files import default_data_dir, write_idx
 from sparse_teacher.teacher import network_outputs
 from sparse_teacher.vision import data as vdata
 from sparse_teacher.vision.data import (
@@ -26,7 +26,14 @@ from sparse_teacher.vision.data import (
 )
 from sparse_teacher.vision.device import generator
 
-REAL_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+def real_data_dir() -> Path:
+    """Where the real-MNIST test looks: the library's data folder (``$LOTTERY_LAB_DATA``, else
+    ``<repo>/../shared/data``, else the cache), in any layout the reader accepts."""
+    return default_data_dir()
+
+
+REAL_DATA = real_data_dir()
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -205,15 +212,21 @@ def test_augment_flip_crop_matches_a_loop() -> None:
         assert torch.equal(out[i], ref)
 
 
-@pytest.mark.skipif(not (REAL_MNIST / "t10k-labels-idx1-ubyte.gz").exists(),
-                    reason="real MNIST test split not present")
+def test_the_real_mnist_test_follows_lottery_lab_data(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LOTTERY_LAB_DATA", str(tmp_path))
+    assert real_data_dir() == tmp_path
+
+
+@pytest.mark.skipif(vdata.missing_mnist_files("mnist", ("test",), REAL_DATA) is not None,
+                    reason=f"real MNIST test split not present under {REAL_DATA}")
 def test_real_mnist_test_split() -> None:
-    x, y = load_raw("mnist", "test", data_dir=REAL_MNIST.parent)
+    x, y = load_raw("mnist", "test", data_dir=REAL_DATA)
     assert x.shape == (10000, 1, 28, 28)
     assert np.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    s = vision_splits("mnist", data_dir=REAL_MNIST.parent, n_train=500, n_val=1000,
+    s = vision_splits("mnist", data_dir=REAL_DATA, n_train=500, n_val=1000,
                       test_split_only=True)
     assert (len(s.train), len(s.val), len(s.test)) == (500, 1000, 2000)
     assert abs(float(s.test.x.mean())) < 0.05 and abs(float(s.test.x.std()) - 1) < 0.05
-    with pytest.raises(FileNotFoundError, match="train"):
-        vision_splits("mnist", data_dir=REAL_MNIST.parent)
+    if vdata.missing_mnist_files("mnist", ("train",), REAL_DATA) is not None:
+        with pytest.raises(FileNotFoundError, match="train"):
+            vision_splits("mnist", data_dir=REAL_DATA)

@@ -82,6 +82,13 @@ def test_student_equals_numpy_teacher_network() -> None:
     assert model.output_layer is None
 
 
+def test_student_without_d_or_k_names_what_it_got() -> None:
+    with pytest.raises(ValueError, match=r"the student needs d and K \(got d=None, K=None\)"):
+        build_model("student", seed=0)
+    with pytest.raises(ValueError, match=r"\(got d=20, K=None\)"):
+        build_model("student", seed=0, d=20)
+
+
 def test_choose_device() -> None:
     assert choose_device("cpu").type == "cpu"
     assert choose_device("auto").type in ("cpu", "cuda", "mps")

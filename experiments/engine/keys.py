@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from lottery_common import plain_data
 from sparse_teacher._validation import check_int
 
-from ..registry import Experiment, Size
+from ..registry import Experiment, Size, show_value
 from .seeds import derive_seed
 
 METADATA_COLUMNS: tuple[str, ...] = (
@@ -129,7 +130,51 @@ def expand_cells(experiment: Experiment, selection: Selection) -> dict[str, dict
         for combo in itertools.product(*lists):
             params = dict(zip(names, combo, strict=True))
             cells.setdefault(canonical_key(params), params)
+    check_cells(experiment, cells.values(), selection)
     return cells
+
+
+MAX_PROBLEMS = 6
+"""At most this many distinct problems are listed in the one error of ``check_cells``."""
+
+_CONTEXT = re.compile(r"(.*) \((\w+) = ([^(),]+)\)")
+"""A problem ending in the value of the parameter that bounds it: ``... to d (d = 100)``."""
+
+
+def check_cells(experiment: Experiment, cells: Iterable[Mapping[str, Any]],
+                selection: Selection) -> None:
+    """Raise one ValueError listing every distinct rule the cells break (``Experiment.params``
+    and ``Experiment.check``), in the user's terms, each once: ``--set r=200: r must be an
+    integer from 1 to d (d = 100)``. A rule broken at several values of the parameter bounding
+    it is one line (``--set K=30: K must be an integer from 1 to r (r = 10, 20)``); a problem
+    caused by other ``--set`` keys names them and the grid's values (``--set d=5: r must be an
+    integer from 1 to d (d = 5), got r = 10, 40``)."""
+    # (prefix, rule text without its bound, bound name, blamed name) -> (bound values, grid values)
+    found: dict[tuple[str, str, str, str], tuple[list[str], list[str]]] = {}
+    for params in cells:
+        for name, text in experiment.cell_problems(params):
+            value = show_value(params.get(name))
+            mine = [k for k in params if k in selection.overrides]
+            if name in selection.overrides:
+                prefix, got = f"--set {name}={value}", ""
+            elif mine:
+                prefix, got = "--set " + " ".join(f"{k}={show_value(params[k])}" for k in mine), value
+            else:  # a declared grid that breaks its own rules (a bug of the experiment)
+                prefix, got = f"the {selection.size} grid's {name}={value}", ""
+            match = _CONTEXT.fullmatch(text)
+            head, bound, bound_value = match.groups() if match else (text, "", "")
+            bounds, grid = found.setdefault((prefix, head, bound, name), ([], []))
+            for values, new in ((bounds, bound_value), (grid, got)):
+                if new and new not in values:
+                    values.append(new)
+    if not found:
+        return
+    parts = [f"{prefix}: {head}" + (f" ({bound} = {', '.join(bounds)})" if bounds else "")
+             + (f", got {name} = {', '.join(grid)}" if grid else "")
+             for (prefix, head, bound, name), (bounds, grid) in found.items()]
+    more = len(parts) - MAX_PROBLEMS
+    listed = "; ".join(parts[:MAX_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
+    raise ValueError(f"bad parameter values for experiment {experiment.name!r}: {listed}")
 
 
 def expand_tasks(experiment: Experiment, selection: Selection) -> list[Task]:

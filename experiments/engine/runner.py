@@ -1,10 +1,11 @@
 """The runner: run every missing trial of a selection and save the rows as they finish.
 
-A rerun skips the identities already saved by the current code; ``force=True`` deletes the table
-first. A trial that raises is not saved; it is reported (parameters, trial, seed, error) and
-written to ``results/NAME/failures.json``. Every row holds its parameters, ``experiment``,
-``size``, ``cell_key``, ``trial``, ``seed``, ``master_seed``, ``code_version``,
-``wall_time_s``, ``version`` (of the package) and ``git_commit``.
+A rerun skips the identities already saved by the current code; ``force=True`` recomputes every
+trial and replaces the whole table once it has them all. A trial that raises is not saved; it is
+reported (parameters, trial, seed, error) and written to ``results/NAME/failures.json``. Every row
+holds its parameters, ``experiment``, ``size``, ``cell_key``, ``trial``, ``seed``,
+``master_seed``, ``code_version``, ``wall_time_s``, ``version`` (of the package) and
+``git_commit``.
 
 Results cannot go stale: a row's identity is (cell_key, trial, master_seed, code_version), where
 ``code_version`` is the experiment's declared ``version`` plus a digest of the library code it
@@ -12,15 +13,23 @@ calls (``engine.fingerprint``). A saved row of the selection with another code v
 a table written before the column existed) is stale: it is recomputed like a missing one, and
 once the run is complete the compaction drops the stale rows it superseded (rows of other
 selections are kept, stale or not). ``plot`` and ``validate`` use current rows only.
+
+A run that fails leaves the last good state in place: ``manifest.json`` (the selection ``plot``
+and ``validate`` default to) is rewritten only once every trial of the run is saved (the first
+run writes it at its start), and ``validate.json`` is deleted only then, when it has gone out of
+date. A part
+that cannot be read back is moved into ``results/NAME/quarantine/`` with a warning, and its rows
+are recomputed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -81,6 +90,7 @@ class RunReport:
     wall_time_s: float
     n_stale: int = 0  # trials of the selection saved only by older code (recomputed)
     code_version: str = ""
+    quarantined: list[tuple[Path, Path]] = field(default_factory=list)  # (unreadable, moved to)
 
     @property
     def complete(self) -> bool:
@@ -100,8 +110,11 @@ def run_experiment(experiment: Experiment | str, selection: Selection | None = N
     Rows saved by the current ``code_version(experiment)`` are reused; rows of the selection
     saved by other code are recomputed, and dropped by the compaction once the run is complete.
     Rows are written as a new part every ``chunk_rows`` rows, every ``chunk_seconds`` seconds
-    (``ChunkWriter``) and on Ctrl-C. ``force`` deletes the saved table first. The table is
-    locked for the run: a second run of the same experiment under ``out`` is refused.
+    (``ChunkWriter``) and on Ctrl-C. ``force`` recomputes every trial and, once none failed,
+    deletes every row saved before. The table is locked for the run: a second run of the same
+    experiment under ``out`` is refused. An unreadable part is moved aside (``RunStore.load``)
+    and listed in ``RunReport.quarantined``; ``manifest.json`` and ``validate.json`` change
+    only once the run has saved every trial (see the module docstring).
     """
     from tqdm.auto import tqdm
 
@@ -112,23 +125,36 @@ def run_experiment(experiment: Experiment | str, selection: Selection | None = N
     tasks = expand_tasks(experiment, selection)
     code = code_version(experiment)
     store = RunStore(out, experiment.name)
+    quarantined: list[tuple[Path, Path]] = []
+
+    def move_aside(old: Path, new: Path, reason: str) -> None:
+        quarantined.append((old, new))
+        print(f"lottery-lab: warning: results part {old} is unreadable ({reason}); moved it to "
+              f"{new}, its rows are recomputed", file=sys.stderr)
+
     with store.lock():
-        if force:
-            store.clear()
         store.clean_temporaries()
-        store.validate_path.unlink(missing_ok=True)  # verdicts are rewritten once the run is complete
-        saved = store.load()
-        current, stale = saved_trials(saved, selection.seed, code)
+        # --force replaces these once the run has gone through every trial: until then (an
+        # unreachable scheduler, Ctrl-C) the saved rows, verdicts and manifest stay as they are
+        replaced = store.parts() if force else []
+        if force:
+            current: set[tuple[str, int]] = set()
+            stale: set[tuple[str, int]] = set()
+        else:
+            current, stale = saved_trials(store.load(quarantine=move_aside), selection.seed, code)
         todo = [t for t in tasks if (t.key, t.trial) not in current]
         n_stale = sum((t.key, t.trial) in stale for t in todo)
         commit = git_commit()
         version = package_version()
-        write_json(store.manifest_path, {
+        manifest = {
             "experiment": experiment.name, "paper": experiment.paper,
             "selection": selection.to_json(), "n_tasks": len(tasks), "version": version,
             "code_version": code, "git_commit": commit,
             "started_at": datetime.now(timezone.utc).isoformat(), "notes": experiment.notes,
-        })
+            "notice": experiment.notice(selection.size) if experiment.notice else None,
+        }
+        if not store.manifest_path.exists():  # the first run: its selection until one completes
+            write_json(store.manifest_path, manifest)
         meta = {"experiment": experiment.name, "size": selection.size,
                 "master_seed": selection.seed, "code_version": code, "version": version,
                 "git_commit": commit}
@@ -150,19 +176,37 @@ def run_experiment(experiment: Experiment | str, selection: Selection | None = N
                                 "wall_time_s": wall, **task.params, **values})
                 bar.update(1)
         finally:
-            writer.close()
-            bar.close()
+            try:
+                writer.close()
+            finally:
+                bar.close()
         n_new = writer.n_written
         if failures:
             write_json(store.failures_path, [
                 {"params": f.params, "trial": f.trial, "seed": f.seed, "error": f.error}
                 for f in failures])
-        else:
+        else:  # only now: a run that fails leaves the manifest and verdicts of the last good one
             store.failures_path.unlink(missing_ok=True)
+            if force or n_new or _changed(store.manifest_path, manifest):
+                # out of date: rewritten by `validate` (which `lottery-lab run` calls next)
+                store.validate_path.unlink(missing_ok=True)
+            write_json(store.manifest_path, manifest)
+            for part in replaced:
+                part.unlink(missing_ok=True)
             keys = {(t.key, t.trial) for t in tasks}
             store.compact(drop=lambda runs: superseded(runs, selection.seed, code, keys))
     return RunReport(experiment.name, len(tasks), len(tasks) - len(todo), n_new, failures,
-                     time.monotonic() - start, n_stale, code)
+                     time.monotonic() - start, n_stale, code, quarantined)
+
+
+def _changed(path: Path, manifest: dict[str, Any]) -> bool:
+    """Whether the saved manifest at ``path`` names another selection or code (or is absent or
+    unreadable) than ``manifest``."""
+    try:
+        saved = json.loads(path.read_text())
+        return any(saved.get(k) != manifest[k] for k in ("selection", "code_version"))
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def _is_current(runs: pd.DataFrame, code: str) -> pd.Series:

@@ -7,6 +7,10 @@ is written every ``chunk_rows`` rows and, from a background thread, every ``chun
 seconds. A finished run compacts the parts into one. ``load`` reads every part and drops
 duplicate identities, so even a kill during compaction never duplicates a row.
 
+A part that cannot be read back (truncated, zeroed or garbled: parts carry page checksums) is
+never read silently: ``load`` raises ``UnreadablePart`` naming it, or, for ``run``, moves it
+aside into ``results/NAME/quarantine/`` (kept for inspection) so that its rows are recomputed.
+
 Identity includes ``code_version`` (the code that computed the row, ``engine.fingerprint``): a
 table may hold a current and a stale row of the same (cell, trial, master seed) until the run
 that recomputed it compacts the table with ``drop`` (the superseded stale rows). Tables written
@@ -18,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -31,6 +36,37 @@ import pandas as pd
 from sparse_teacher._validation import check_int
 
 from .keys import IDENTITY, METADATA_COLUMNS
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("cell_key", "trial", "master_seed")
+"""Columns every part must hold (``code_version`` is added as None to tables written before it)."""
+
+
+class UnreadablePart(ValueError):
+    """A part of a results table that cannot be read back (truncated, zeroed, garbled)."""
+
+    def __init__(self, path: Path, reason: str, name: str, root: Path) -> None:
+        self.path, self.reason = path, reason
+        out = "" if root == Path(".") else f" --out {root}"
+        super().__init__(f"results part {path} is unreadable ({reason}); run `lottery-lab run "
+                         f"{name}{out}` to move it aside and recompute its rows")
+
+
+def one_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type when it has none)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+def read_part(path: Path) -> pd.DataFrame:
+    """One part, its page checksums verified; raises ``ValueError`` or ``OSError`` (or any
+    pyarrow error) when it cannot be read back whole."""
+    frame = pd.read_parquet(path, page_checksum_verification=True)
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"not a results part: no column {', '.join(missing)}")
+    return frame
 
 
 class RunStore:
@@ -55,6 +91,10 @@ class RunStore:
         return self.dir / "failures.json"
 
     @property
+    def quarantine_dir(self) -> Path:
+        return self.dir / "quarantine"
+
+    @property
     def figure_stem(self) -> Path:
         return self.root / "figures" / self.name
 
@@ -76,18 +116,46 @@ class RunStore:
         final = self.table / f"part-{self._next_sequence():06d}-{token}.parquet"
         tmp = self.table / f".tmp-{token}.parquet"
         frame = pd.DataFrame(list(rows))
-        frame.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
+        try:
+            with open(tmp, "wb") as handle:  # opened here: a refused write names the file
+                frame.to_parquet(handle, index=False, write_page_checksum=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            _discard(tmp)
+            raise
         return final
 
-    def load(self) -> pd.DataFrame:
+    def load(self, *, quarantine: Callable[[Path, Path, str], None] | None = None
+             ) -> pd.DataFrame:
         """Every saved row (each identity once, the earliest written kept).
 
-        Rows written before ``code_version`` existed get ``code_version`` None.
+        Rows written before ``code_version`` existed get ``code_version`` None. A part that
+        cannot be read raises ``UnreadablePart`` (a one-line ValueError naming it); with
+        ``quarantine``, it is moved into ``quarantine_dir`` instead, ``quarantine(old, new,
+        reason)`` is called and its rows are missing from the result.
         """
-        frames = [pd.read_parquet(p) for p in self.parts()]
+        frames = []
+        parts = self.parts()
+        retried = False
+        while parts:
+            path = parts.pop(0)
+            try:
+                frames.append(read_part(path))
+            except FileNotFoundError:
+                if path.exists() or retried:
+                    raise
+                # compacted away by a concurrent run while we read: read the table again
+                frames, parts, retried = [], self.parts(), True
+            except (KeyboardInterrupt, SystemExit, MemoryError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure to read it back is corruption
+                reason = re.sub(r"^Could not open Parquet input source '.*?': ", "",
+                                one_line(exc))  # the path is said already
+                if quarantine is None:
+                    raise UnreadablePart(path, reason, self.name, self.root) from None
+                quarantine(path, self._move_aside(path), reason)
         frames = [f for f in frames if len(f)]
         if not frames:
             return pd.DataFrame(columns=list(METADATA_COLUMNS))
@@ -98,6 +166,14 @@ class RunStore:
         runs = runs.drop_duplicates(subset=list(IDENTITY), keep="first").reset_index(drop=True)
         first = [c for c in METADATA_COLUMNS if c in runs.columns]
         return runs[first + [c for c in runs.columns if c not in METADATA_COLUMNS]]
+
+    def _move_aside(self, part: Path) -> Path:
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        target = self.quarantine_dir / part.name
+        while target.exists():
+            target = self.quarantine_dir / f"{part.stem}-{uuid.uuid4().hex[:8]}{part.suffix}"
+        os.replace(part, target)
+        return target
 
     def compact(self, drop: Callable[[pd.DataFrame], pd.Series] | None = None) -> None:
         """Rewrite all parts as one, without the rows where ``drop(runs)`` is true.
@@ -218,10 +294,21 @@ def load_runs(root: str | os.PathLike[str], name: str) -> pd.DataFrame:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def _discard(path: Path) -> None:
+    """Delete a temporary file if it is there (never raising: the caller is re-raising)."""
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 def _json_default(value: Any) -> Any:

@@ -10,8 +10,10 @@ recomputes it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from ..registry import Experiment
 from .fingerprint import code_version
 from .keys import Selection, expand_tasks
 from .runner import resolve
-from .store import RunStore, write_json
+from .store import RunStore, UnreadablePart, one_line, write_json
 
 VERDICTS = ("pass", "fail")
 
@@ -31,12 +33,28 @@ CLAIM_KEYS = ("claim", "predicted", "measured", "verdict")
 
 
 def saved_selection(experiment: Experiment | str, out: str | os.PathLike[str] = ".") -> Selection:
-    """The selection of the last ``run`` (from ``manifest.json``); quick defaults otherwise."""
+    """The selection of the last complete ``run`` (from ``manifest.json``); quick defaults
+    otherwise. An unreadable manifest raises a one-line ValueError saying what to do."""
     experiment = resolve(experiment)
     path = RunStore(out, experiment.name).manifest_path
     if not path.exists():
         return Selection()
-    return Selection.from_json(json.loads(path.read_text())["selection"])
+    try:
+        return Selection.from_json(json.loads(path.read_text())["selection"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is unreadable ({_reason(exc)}); choose the grid with --quick "
+                         f"or --full (and --seed, --trials, --set), or rewrite it with "
+                         f"`lottery-lab run {experiment.name}{_out_flag(out)}`") from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"no key {exc}"
+    return one_line(exc)
+
+
+def _out_flag(out: str | os.PathLike[str]) -> str:
+    return "" if str(out) == "." else f" --out {out}"
 
 
 def selected_runs(experiment: Experiment | str, selection: Selection,
@@ -49,7 +67,12 @@ def selected_runs(experiment: Experiment | str, selection: Selection,
     """
     experiment = resolve(experiment)
     store = RunStore(out, experiment.name)
-    runs = store.load()
+    try:
+        runs = store.load()
+    except UnreadablePart as exc:
+        raise ValueError(f"results part {exc.path} is unreadable ({exc.reason}); run `lottery-lab "
+                         f"run {experiment.name} {selection_flags(selection, out)}` to move it "
+                         f"aside and recompute its rows") from None
     if not len(runs):
         raise ValueError(f"no saved results for {experiment.name!r} under {store.dir}; run "
                          f"`lottery-lab run {experiment.name}` first")
@@ -118,9 +141,14 @@ def plot_experiment(experiment: Experiment | str, selection: Selection,
     experiment = resolve(experiment)
     runs, _ = selected_runs(experiment, selection, out)
     stem = RunStore(out, experiment.name).figure_stem
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(stem.parent)
     try:
         experiment.plot(runs, stem)
+    except OSError as exc:
+        if not (write_refused(exc) and _under(exc.filename, stem.parent)):
+            raise ExperimentError(f"plot of {experiment.name!r} raised {type(exc).__name__}: "
+                                  f"{exc}") from exc
+        raise  # the figures folder refused the write: the user's folder, not a bug
     except Exception as exc:
         raise ExperimentError(f"plot of {experiment.name!r} raised {type(exc).__name__}: "
                               f"{exc}") from exc
@@ -130,6 +158,31 @@ def plot_experiment(experiment: Experiment | str, selection: Selection,
         raise ExperimentError(f"plot of {experiment.name!r} did not write "
                               f"{', '.join(missing)}")
     return paths
+
+
+WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST,
+                          errno.EISDIR, errno.ENOSPC, errno.EDQUOT})
+"""Errors of a folder that refuses a write (permissions, read-only, a file in the way, full)."""
+
+
+def write_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is a folder refusing a write of the named file (``WRITE_ERRNOS``)."""
+    return isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS and exc.filename is not None
+
+
+def _under(path: Any, folder: Path) -> bool:
+    try:
+        return Path(os.fsdecode(path)).resolve().is_relative_to(folder.resolve())
+    except (TypeError, ValueError, OSError):
+        return False
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and check that a file can be written in it (``OSError`` otherwise), so
+    that a refused write is reported before any work, never as an experiment's error."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
 
 
 FINDING_KEYS = ("finding", "measured")
@@ -185,10 +238,20 @@ def validate_experiment(experiment: Experiment | str, selection: Selection,
 def _saved_verdicts(out: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]:
     pairs = []
     for path in sorted((Path(out) / "results").glob("*/validate.json")):
-        data = json.loads(path.read_text())
-        if isinstance(data, list):  # written before findings were kept apart: all claims
-            data = {"claims": data, "findings": []}
-        pairs.append((path.parent.name, data))
+        name = path.parent.name
+        try:
+            data = json.loads(path.read_text())
+            if isinstance(data, list):  # written before findings were kept apart: all claims
+                data = {"claims": data, "findings": []}
+            if not isinstance(data, dict) or not all(
+                    isinstance(data.get(k, []), list)
+                    and all(isinstance(c, Mapping) for c in data.get(k, []))
+                    for k in ("claims", "findings")):
+                raise ValueError("not a list of claims and findings")
+        except ValueError as exc:
+            raise ValueError(f"{path} is unreadable ({one_line(exc)}); rewrite it with "
+                             f"`lottery-lab validate {name}{_out_flag(out)}` or delete it") from None
+        pairs.append((name, data))
     return pairs
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import claim
-from ..mnist_imp import missing_mnist, run_mnist_imp
+from ..mnist_imp import MNIST_PARAMS, check_mnist_sizes, missing_mnist, run_mnist_imp
 from ..plotting import figure, save_figure
 from ..registry import Experiment, Size, register
 
@@ -178,4 +178,6 @@ EXPERIMENT = register(Experiment(
           "a 2,000-image test set). $LOTTERY_LAB_IMP_CACHE keeps per-level outputs (resume).",
     requires=("torch",),
     missing_data=missing_mnist,
+    params=MNIST_PARAMS,
+    check=check_mnist_sizes,
 ))

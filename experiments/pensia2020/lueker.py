@@ -12,6 +12,7 @@ eta-approximation w.h.p. (Lueker 1998, as quoted on Xiong et al.'s slides p.8). 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,24 @@ from subset_sum.coverage import covering_size, quantile_frame, random_sup_error
 
 from ..analysis import claim, fit_line
 from ..plotting import figure, save_figure
-from ..registry import Experiment, Size, register
+from ..registry import Experiment, Param, Size, register
 
 N_MAX = 80
 QUANTILE = 0.9
 SUP_ERROR_RATE = 0.85  # spec Sec. 10: median sup error ~ 2^(-0.85 n)
+
+
+MEASURES = {"coverage": "eta", "sup_error": "n"}  # measure -> the parameter it needs
+N_SUP_MAX = 24  # the exact reachable set of n coefficients holds up to 2^n intervals
+
+
+def check_measure(cell: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """Each measure needs its own parameter: coverage reads eta, sup_error reads n."""
+    needed = MEASURES.get(cell["measure"])
+    if needed is not None and needed not in cell:
+        grids = ", ".join(f"{m!r} (with {p})" for m, p in MEASURES.items())
+        yield ("measure", f"measure {cell['measure']!r} needs {needed}, which this grid does not "
+                          f"set; each grid takes its own measure: {grids}")
 
 
 def run_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -40,14 +54,16 @@ def run_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def _coverage(runs: pd.DataFrame) -> pd.DataFrame:
-    rows = runs[runs["measure"] == "coverage"]
+    rows = runs[(runs["measure"] == "coverage")
+                & np.isfinite(runs.get("n_star", pd.Series(np.nan, runs.index)).to_numpy(float))]
     table = quantile_frame(rows, ["eta"], "n_star", QUANTILE)
     table["bits"] = np.log2(1.0 / table["eta"])
     return table.sort_values("bits")
 
 
 def _sup_errors(runs: pd.DataFrame) -> pd.DataFrame:
-    rows = runs[runs["measure"] == "sup_error"]
+    rows = runs[(runs["measure"] == "sup_error")
+                & np.isfinite(runs.get("sup_error", pd.Series(np.nan, runs.index)).to_numpy(float))]
     grouped = rows.groupby("n")["sup_error"]
     return pd.DataFrame({"median": grouped.median(), "q90": grouped.quantile(QUANTILE),
                          "trials": grouped.size()}).reset_index().sort_values("n")
@@ -71,7 +87,8 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     left.set_xlabel("log2(1/eta)")
     left.set_ylabel("n needed to cover [-1, 1] to accuracy eta")
     left.set_title("(a) Lueker coverage, 90% of trials (spec Sec. 8.1)")
-    left.legend(loc="upper left")
+    if left.get_legend_handles_labels()[0]:  # nothing drawn: no legend
+        left.legend(loc="upper left")
     sup = _sup_errors(runs)
     if len(sup):
         right.semilogy(sup["n"], sup["median"], "o-", label="median sup error")
@@ -83,7 +100,8 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     right.set_xlabel("n (number of Unif[-1, 1] coefficients)")
     right.set_ylabel("sup over z in [-1, 1] of min_S |z - sum_S X_i|")
     right.set_title("(b) exact sup error against n")
-    right.legend()
+    if right.get_legend_handles_labels()[0]:  # nothing drawn: no legend
+        right.legend()
     fig.suptitle("Random subset sum (Lueker 1998; Xiong et al. 2023 slides p.8)")
     save_figure(fig, path_stem)
 
@@ -152,6 +170,9 @@ EXPERIMENT = register(Experiment(
     plot=plot,
     claims=claims,
     contradicting_runs=contradicting_runs,
+    params={"measure": Param("str", choices=MEASURES), "eta": Param("float", low=0, high=1, low_open=True),
+            "n": Param("int", low=1, high=N_SUP_MAX)},
+    check=check_measure,
     notes="Coverage range [-1, 1] (the theorems state [-1/2, 1/2]); X_i ~ Unif[-1, 1]; n* from the "
           "exact tolerance-eta interval DP on a sequence of 80 coefficients (n* = 81 if never "
           "covered); n_req = 90% quantile of n* (delta = 0.1 as on Xiong's poster) with a "

@@ -10,8 +10,11 @@ the measured error never exceeds the bound the construction guarantees.
 
 Target: a bias-free 784-h-10 ReLU MLP trained with NumPy Adam on the first 8000 images of the
 MNIST test split (the only split shipped in ../shared/data/mnist); errors and accuracies are
-measured on the last 2000. Without the files: a random Kaiming target on Unif[0, 1] inputs, whose
-own predictions serve as labels.
+measured on the last 2000. Without the files (a fresh clone): a random Kaiming target on
+Unif[0, 1] inputs, whose own predictions serve as labels. Which target a run used is never silent:
+the command line prints a note before the run (``notice``), every row records it (``data``:
+"mnist" or "random"), and the figure title and every claim's measured text name it. A corrupted
+MNIST file stops the run before it starts (``missing_data``) instead of failing every trial.
 """
 
 from __future__ import annotations
@@ -25,13 +28,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sparse_teacher.idx_files import default_data_dir, load_mnist_split
+from sparse_teacher.idx_files import (
+    DATA_ENV,
+    MNIST_FILES,
+    default_data_dir,
+    find_idx_file,
+    load_mnist_split,
+    unreadable_file,
+)
 from subset_sum.construction import a_priori_bound, construct, random_network
+from subset_sum.meet_in_middle import MAX_N
 from subset_sum.target_mlp import TargetMLP, accuracy, random_target, train_mlp
 
 from ..analysis import claim, fit_line
 from ..plotting import figure, save_figure
-from ..registry import Experiment, Size, register
+from ..registry import Experiment, Param, Size, register
 
 TARGET_SEED = 0  # the target (and its data split) is fixed; trials redraw G
 TRAIN_FRACTION = 0.8  # first 80% of the MNIST test split trains the target (8000 of 10000)
@@ -39,22 +50,63 @@ EPOCHS = 5
 FIT_FROM_N = 12  # the sup error is exponential once n exceeds ~log2(number of weights) (union bound)
 
 
-@functools.lru_cache(maxsize=4)
+TARGETS = {"mnist": "784-h-10 MLP trained on MNIST",
+           "random": "random 784-h-10 MLP on Unif[0, 1] inputs (MNIST not found)"}
+"""What each value of the ``data`` column means (the figure title and the claims say it)."""
+
+
+def mnist_folder() -> Path:
+    return default_data_dir() / "mnist"
+
+
+def _mnist_paths() -> list[Path] | None:
+    """The MNIST test-split files (images, labels), or None when one of them is absent."""
+    found = [find_idx_file(mnist_folder(), MNIST_FILES[("test", kind)])
+             for kind in ("images", "labels")]
+    return None if any(path is None for path in found) else [Path(p) for p in found if p]
+
+
+def unreadable_mnist(size: str) -> str | None:
+    """``missing_data``: MNIST is optional (without it the target is random), but a corrupted
+    file is named before the run instead of failing every trial."""
+    paths = _mnist_paths()
+    problem = None if paths is None else unreadable_file(paths, "mnist")
+    return None if problem is None else f"a readable mnist test split: {problem}"
+
+
+def fallback_notice(size: str) -> str | None:
+    """``notice``: one line when the run falls back to the random target, else None."""
+    if _mnist_paths() is not None:
+        return None
+    return (f"MNIST test split not found under {mnist_folder()}: the target is a random 784-h-10 "
+            "MLP on Unif[0, 1] inputs, not the MNIST-trained MLP of the paper's Experiment 1 (set "
+            f"${DATA_ENV} to the folder that holds mnist/)")
+
+
 def load_target(hidden: int) -> tuple[TargetMLP, np.ndarray, np.ndarray, str]:
-    """(target, evaluation inputs, evaluation labels, data source); cached per process."""
-    try:
-        images, labels = load_mnist_split(default_data_dir() / "mnist", "test")
-    except FileNotFoundError:
+    """(target, evaluation inputs, evaluation labels, data source "mnist" or "random"); cached per
+    process and data folder."""
+    paths = _mnist_paths()
+    return _load_target(int(hidden), None if paths is None else str(mnist_folder()))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_target(hidden: int, folder: str | None) -> tuple[TargetMLP, np.ndarray, np.ndarray, str]:
+    if folder is None:
         rng = np.random.default_rng(TARGET_SEED)
         target = random_target((784, hidden, 10), rng)
         inputs = rng.uniform(0.0, 1.0, size=(2000, 784))
         return target, inputs, np.argmax(target(inputs), axis=1), "random"
+    images, labels = load_mnist_split(folder, "test")
     inputs = images.reshape(images.shape[0], -1).astype(np.float64) / 255.0
     labels = labels.astype(np.int64)
     rows = int(TRAIN_FRACTION * inputs.shape[0])
     target, _ = train_mlp(inputs[:rows], labels[:rows], (hidden,), epochs=EPOCHS,
                           seed=TARGET_SEED)
     return target, inputs[rows:], labels[rows:], "mnist"
+
+
+load_target.cache_clear = _load_target.cache_clear  # type: ignore[attr-defined]  # (tests)
 
 
 def run_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -125,7 +177,8 @@ def _eps_sweep(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _fit(sweep: pd.DataFrame, column: str = "median", n_from: int = FIT_FROM_N):
     """Line through (n, log2 error) for n >= n_from (None with fewer than 3 points)."""
-    rows = sweep[(sweep[column] > 0) & (sweep["n"] >= n_from)]
+    rows = sweep[(sweep[column] > 0) & np.isfinite(sweep[column].to_numpy(float))
+                 & (sweep["n"] >= n_from)]
     if len(rows) < 3:
         return None
     return fit_line(rows["n"].to_numpy(dtype=np.float64), np.log2(rows[column].to_numpy()))
@@ -151,7 +204,8 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     ax.set_xlabel("n (random units per input neuron and sign)")
     ax.set_ylabel("sup-norm output error")
     ax.set_title("(a) error against n (eps = 0)")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn: no legend
+        ax.legend(fontsize=7)
     ax = axes[1]
     if len(sweep):
         ax.plot(sweep["n"], sweep["accuracy"], "o-", label="pruned random network")
@@ -159,7 +213,8 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     ax.set_xlabel("n")
     ax.set_ylabel("held-out accuracy")
     ax.set_title("(b) accuracy against n")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn: no legend
+        ax.legend(fontsize=7)
     ax = axes[2]
     eps_sweep = _eps_sweep(runs)
     if len(eps_sweep):
@@ -174,15 +229,45 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     ax.set_xlabel("eps (perturbation radius, units of G's weights)")
     ax.set_ylabel("sup-norm output error (or ratio)")
     ax.set_title("(c) error against eps at fixed n (theory: falls with eps)")
-    ax.legend(fontsize=7)
-    data = runs["data"].iloc[0] if len(runs) else "?"
-    fig.suptitle(f"Strong LTH by per-weight subset sum, target 784-h-10 MLP on {data} "
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn: no legend
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Strong LTH by per-weight subset sum, target: {target_title(runs)}\n"
                  "(Pensia et al. 2020 Thm 1 / Exp. 1; Xiong et al. 2023 Thm 2; spec Sec. 8.3)")
     save_figure(fig, path_stem)
 
 
+def _sources(runs: pd.DataFrame) -> list[str]:
+    return sorted({str(v) for v in runs["data"].dropna()}) if "data" in runs.columns else []
+
+
+def target_title(runs: pd.DataFrame) -> str:
+    """The target the rows used, for the figure: one of ``TARGETS``, or a warning when mixed."""
+    sources = _sources(runs)
+    if len(sources) == 1:
+        return TARGETS.get(sources[0], sources[0])
+    if not sources:
+        return "784-h-10 MLP (source not recorded)"
+    return f"mixed targets ({', '.join(sources)}): rerun with --force"
+
+
+def _target_note(runs: pd.DataFrame) -> str:
+    sources = _sources(runs)
+    if sources == ["random"]:
+        return "; target: random MLP (MNIST not found)"
+    if sources == ["mnist"]:
+        return "; target: MNIST-trained MLP"
+    return f"; target: {'mixed (' + ', '.join(sources) + ')' if sources else 'not recorded'}"
+
+
 def claims(runs: pd.DataFrame) -> list[dict[str, Any]]:
-    """Exponential decay in n, decrease with eps, the guaranteed bound, accuracy recovery."""
+    """Exponential decay in n, decrease with eps, the guaranteed bound, accuracy recovery; every
+    measured text ends with the target used (MNIST-trained or random)."""
+    note = _target_note(runs)
+    return [{**c, "measured": c["measured"] + note} if "verdict" in c else c
+            for c in _claims(runs)]
+
+
+def _claims(runs: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     sweep = _n_sweep(runs)
     fit = _fit(sweep)
@@ -292,6 +377,10 @@ EXPERIMENT = register(Experiment(
     plot=plot,
     claims=claims,
     contradicting_runs=contradicting_runs,
+    missing_data=unreadable_mnist,
+    notice=fallback_notice,
+    params={"hidden": Param("int", low=1), "n": Param("int", low=1, high=MAX_N),
+            "eps": Param("float", low=0)},
     notes="Target: bias-free 784-h-10 ReLU MLP, Adam (lr 1e-3, batch 64, 5 epochs, seed 0) on "
           "the first 8000 images of the MNIST test split (no training split is shipped); errors "
           "and accuracies on the last 2000. G: Xiong's +-1 construction, 2n units per input "

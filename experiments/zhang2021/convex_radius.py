@@ -42,8 +42,8 @@ from sparse_teacher.theory import convex_radius
 
 from ..analysis import claim, finding, fit_boundaries, fit_line, format_interval
 from ..plotting import figure, save_figure, success_heatmap
-from ..registry import Experiment, Size, register
-from .teacher_instances import agd_summary, draw_instance
+from ..registry import Experiment, Param, Size, register
+from .teacher_instances import AGD_PARAMS, agd_summary, draw_instance
 
 CRITERIA: dict[str, str] = {
     "success": "reaches 1e-4 within the cap (the paper's rule, Fig. 2)",
@@ -288,6 +288,7 @@ EXPERIMENT = register(Experiment(
                       "lam": LAMBDAS_FULL}], trials=100, estimate="~2.5 days on 2 cores"),
     run_cell=run_cell, plot=plot, claims=claims, contradicting_runs=contradicting_runs,
     version=2,
+    params={**AGD_PARAMS, "long_factor": Param("int", low=1)},
     notes="The paper's exact r and lambda grids were not recoverable. The quick size (N = 200, "
           "d = 100, r = 18..30: N / (K r) from 2.2 to 1.33) and the full one (the paper's N = 3000, "
           "d = 500, r = 100..420: N / (K r) from 6 down to 1.43) reach the N / (K r) where both "

@@ -39,7 +39,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 from scipy import stats
 
 from ..analysis import claim, finding
-from ..mnist_imp import missing_mnist, run_mnist_imp
+from ..mnist_imp import MNIST_PARAMS, check_mnist_sizes, missing_mnist, run_mnist_imp
 from ..plotting import figure, save_figure
 from ..registry import Experiment, Size, register
 
@@ -174,7 +174,7 @@ def claims(runs: pd.DataFrame) -> list[dict[str, Any]]:
     best = []
     for n in ns:
         c = _curve(table, n)
-        if len(c) > 1:
+        if c["acc"].iloc[1:].notna().any():
             i = c["acc"].iloc[1:].idxmax()
             best.append(f"N={n}: {100 * (c.loc[i, 'acc'] - c['acc'].iloc[0]):+.2f} pt at "
                         f"{100 * c.loc[i, 'density']:.1f}%")
@@ -259,4 +259,6 @@ EXPERIMENT = register(Experiment(
           "$LOTTERY_LAB_IMP_CACHE keeps per-level outputs (resume).",
     requires=("torch",),
     missing_data=missing_mnist,
+    params=MNIST_PARAMS,
+    check=check_mnist_sizes,
 ))

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..analysis import claim
 from ..plotting import figure, save_figure
-from ..registry import Experiment, Size, register
+from ..registry import Experiment, Param, Size, register
 
 MODEL = "student"
 
@@ -82,7 +82,9 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     ax.axvline(100 * TEACHER_DENSITY, color="k", ls="--", lw=1,
                label="teacher density r*/d = 20% (predicted best)")
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    errors = table["test_metric_at_stop"].to_numpy(float)
+    if np.any(np.isfinite(errors) & (errors > 0)):  # every run failed: no log axis to draw
+        ax.set_yscale("log")
     ax.invert_xaxis()
     ax.set(xlabel="weights remaining (%)", ylabel="relative test error (at early stop)",
            title=f"IMP on the sparse teacher, K={K}, d={D}, r/d=20%\n(Zhang et al. 2021, Fig. 6)")
@@ -152,6 +154,8 @@ EXPERIMENT = register(Experiment(
                       "iterations": [10000], "n_val": [1000]}], trials=10,
               estimate="~30 min on 2 CPU cores"),
     run_cell=run_cell, plot=plot, claims=claims, contradicting_runs=contradicting_runs,
+    params={"N": Param("int", low=1), "levels": Param("int", low=1),
+            "iterations": Param("int", low=1), "n_val": Param("int", low=1)},
     notes="Student: first-layer weights (K, d) trained, output fixed to the average of the K "
           "ReLUs (the paper's model); Gaussian Glorot init. Training: Adam lr 1e-2, batch "
           "min(N, 500), fixed iteration budget per level, validation set (fresh teacher samples "

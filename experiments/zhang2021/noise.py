@@ -34,8 +34,8 @@ from sparse_teacher.theory import noise_floor
 
 from ..analysis import claim, fit_line, fixed_effect_slope, format_interval
 from ..plotting import figure, save_figure
-from ..registry import Experiment, Size, register
-from .teacher_instances import draw_instance
+from ..registry import Experiment, Param, Size, register
+from .teacher_instances import AGD_PARAMS, draw_instance
 
 GAP_TOL = 0.02  # converged: the error still to come (Aitken) <= GAP_TOL * the final error
 TAIL_WINDOW = 1000  # iterations between the three tail points of the Aitken extrapolation
@@ -227,6 +227,7 @@ EXPERIMENT = register(Experiment(
     full=Size(grids=[{**COMMON, "r": [5, 10, 15, 20, 25, 30]}], trials=100,
               estimate="~45 min"),
     run_cell=run_cell, plot=plot, claims=claims, contradicting_runs=contradicting_runs,
+    params={**AGD_PARAMS, "noise_level": Param("float", low=0, low_open=True)},
     notes="The paper's r grid and noise levels were not recoverable; choices from pilots "
           "(K = 10, N = 1000, d = 300, lam = 0.1, 10^4 iterations). Noise levels sigma/E_y in "
           "{0.01, 0.02, 0.05, 0.1}: at 1e-3 the stopping rule's resolution (a step of 1e-8 "

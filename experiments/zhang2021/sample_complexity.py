@@ -42,7 +42,7 @@ from ..analysis import (
 )
 from ..plotting import STYLE, save_figure, success_heatmap
 from ..registry import Experiment, Size, register
-from .teacher_instances import agd_summary, draw_instance
+from .teacher_instances import AGD_PARAMS, agd_summary, draw_instance
 
 
 def run_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -262,6 +262,7 @@ EXPERIMENT = register(Experiment(
                      for r in (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)], trials=100,
               estimate="~4 h on 2 cores"),
     run_cell=run_cell, plot=plot, claims=claims, contradicting_runs=contradicting_runs,
+    params=AGD_PARAMS,
     notes="The paper's N grid and initialization were not recoverable, and it fixes d = 100: here "
           "d = 100, 400, 1600 (log d from 4.6 to 7.4, so N* proportional to r log d would rise "
           "60%), AGD starts at relative distance 0.5 from W*, K = 5, and each r has its own N "

@@ -23,6 +23,17 @@ from sparse_teacher.teacher import (
     make_dataset,
 )
 
+from ..registry import Param
+
+AGD_PARAMS: dict[str, Param] = {
+    "N": Param("int", low=1), "d": Param("int", low=1), "K": Param("int", low=1),
+    "r": Param("int", low=1, high="d"), "lam": Param("float", low=0),
+    "eta": Param("float", low=0, low_open=True),
+    "beta": Param("float", low=0, high=1, high_open=True), "max_iter": Param("int", low=1),
+}
+"""Rules of the parameters the AGD experiments share: sizes, r <= d (student support = teacher
+support), start distance lam >= 0, step eta > 0, momentum beta in [0, 1), iteration cap."""
+
 
 @dataclass(frozen=True)
 class Instance:

@@ -39,7 +39,14 @@ import numpy as np
 import torch
 
 from .._validation import as_generator, check_float, check_int
-from ..idx_files import DATA_ENV, MNIST_FILES, default_data_dir, find_idx_file, read_idx
+from ..idx_files import (
+    DATA_ENV,
+    MNIST_FILES,
+    default_data_dir,
+    find_idx_file,
+    read_idx,
+    unreadable_file,
+)
 from ..teacher import draw_teacher, make_dataset
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -150,6 +157,24 @@ def missing_mnist_files(name: str, splits: Sequence[str], data_dir: str | os.Pat
         return None
     return (f"{name} {'/'.join(absent)} files not found under {directory} (set ${DATA_ENV} to the "
             f"folder that holds them)")
+
+
+def unreadable_mnist_files(name: str, splits: Sequence[str],
+                           data_dir: str | os.PathLike | None = None) -> str | None:
+    """None when the files of every split of ``name`` that are on disk read back, else one line
+    naming the first corrupted file and saying to replace it (``"a readable mnist test split:
+    mnist file PATH is corrupted (EOFError: ...); replace it with a fresh copy"``).
+
+    Decompresses each file once per version of it (``idx_files.idx_file_problem``), so a run can
+    check its data before any trial starts.
+    """
+    directory = resolve_data_dir(data_dir)
+    for split in splits:
+        found = _find_mnist_like(_check_name(name), directory, split)
+        problem = None if found is None else unreadable_file(found, name)
+        if problem is not None:
+            return f"a readable {name} {split} split: {problem}"
+    return None
 
 
 def _mnist_like(name: str, directory: Path, split: str, download: bool

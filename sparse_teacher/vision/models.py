@@ -220,7 +220,7 @@ def build_model(name: str, *, seed: int, init: str = "glorot", num_classes: int 
     model: nn.Module
     if name == "student":
         if d is None or K is None:
-            raise ValueError("the student needs d and K (got d={d!r}, K={K!r})")
+            raise ValueError(f"the student needs d and K (got d={d!r}, K={K!r})")
         model = Student(d, K)
     elif name == "lenet_300_100":
         model = Lenet300100(num_classes, in_features=in_channels * 28 * 28)
