@@ -90,6 +90,13 @@ def save_figure(fig: plt.Figure, path_stem: str | os.PathLike[str]) -> tuple[Pat
     return png, pdf
 
 
+def legend(ax: Any, **kwargs: Any) -> None:
+    """``ax.legend(**kwargs)`` when something labelled was drawn (an empty table draws nothing,
+    and an empty legend only warns)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def write_if_changed(path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` atomically unless it already holds exactly these bytes (its
     modification time then stays); returns whether it wrote."""

@@ -22,7 +22,7 @@ import pandas as pd
 from subset_sum.coverage import covering_size, quantile_frame, random_sup_error
 
 from ..analysis import claim, fit_line
-from ..plotting import figure, save_figure
+from ..plotting import figure, legend, save_figure
 from ..registry import Experiment, Param, Size, register
 
 N_MAX = 80
@@ -87,8 +87,7 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     left.set_xlabel("log2(1/eta)")
     left.set_ylabel("n needed to cover [-1, 1] to accuracy eta")
     left.set_title("(a) Lueker coverage, 90% of trials (spec Sec. 8.1)")
-    if left.get_legend_handles_labels()[0]:  # nothing drawn: no legend
-        left.legend(loc="upper left")
+    legend(left, loc="upper left")
     sup = _sup_errors(runs)
     if len(sup):
         right.semilogy(sup["n"], sup["median"], "o-", label="median sup error")
@@ -100,8 +99,7 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     right.set_xlabel("n (number of Unif[-1, 1] coefficients)")
     right.set_ylabel("sup over z in [-1, 1] of min_S |z - sum_S X_i|")
     right.set_title("(b) exact sup error against n")
-    if right.get_legend_handles_labels()[0]:  # nothing drawn: no legend
-        right.legend()
+    legend(right)
     fig.suptitle("Random subset sum (Lueker 1998; Xiong et al. 2023 slides p.8)")
     save_figure(fig, path_stem)
 

@@ -41,7 +41,7 @@ from subset_sum.meet_in_middle import MAX_N
 from subset_sum.target_mlp import TargetMLP, accuracy, random_target, train_mlp
 
 from ..analysis import claim, fit_line
-from ..plotting import figure, save_figure
+from ..plotting import figure, legend, save_figure
 from ..registry import Experiment, Param, Size, register
 
 TARGET_SEED = 0  # the target (and its data split) is fixed; trials redraw G
@@ -204,8 +204,7 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     ax.set_xlabel("n (random units per input neuron and sign)")
     ax.set_ylabel("sup-norm output error")
     ax.set_title("(a) error against n (eps = 0)")
-    if ax.get_legend_handles_labels()[0]:  # nothing drawn: no legend
-        ax.legend(fontsize=7)
+    legend(ax, fontsize=7)
     ax = axes[1]
     if len(sweep):
         ax.plot(sweep["n"], sweep["accuracy"], "o-", label="pruned random network")
@@ -213,8 +212,7 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     ax.set_xlabel("n")
     ax.set_ylabel("held-out accuracy")
     ax.set_title("(b) accuracy against n")
-    if ax.get_legend_handles_labels()[0]:  # nothing drawn: no legend
-        ax.legend(fontsize=7)
+    legend(ax, fontsize=7)
     ax = axes[2]
     eps_sweep = _eps_sweep(runs)
     if len(eps_sweep):
@@ -229,8 +227,7 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     ax.set_xlabel("eps (perturbation radius, units of G's weights)")
     ax.set_ylabel("sup-norm output error (or ratio)")
     ax.set_title("(c) error against eps at fixed n (theory: falls with eps)")
-    if ax.get_legend_handles_labels()[0]:  # nothing drawn: no legend
-        ax.legend(fontsize=7)
+    legend(ax, fontsize=7)
     fig.suptitle(f"Strong LTH by per-weight subset sum, target: {target_title(runs)}\n"
                  "(Pensia et al. 2020 Thm 1 / Exp. 1; Xiong et al. 2023 Thm 2; spec Sec. 8.3)")
     save_figure(fig, path_stem)

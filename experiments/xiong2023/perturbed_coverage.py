@@ -29,7 +29,7 @@ from subset_sum.coverage import (
 )
 
 from ..analysis import claim, fit_line
-from ..plotting import figure, save_figure
+from ..plotting import figure, legend, save_figure
 from ..registry import Experiment, Param, Size, register
 
 N_MAX = 80
@@ -98,8 +98,7 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     ax.set_xlabel("eps / eta")
     ax.set_ylabel("n_req (90% quantile of n*)")
     ax.set_title("(a) poster sweep eps = c * eta")
-    if ax.get_legend_handles_labels()[0]:  # nothing drawn: no legend
-        ax.legend(fontsize=7, ncol=2)
+    legend(ax, fontsize=7, ncol=2)
 
     ax = axes[1]
     ratios = _ratios(_absolute(runs))
@@ -117,8 +116,7 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     ax.set_xlabel("eps")
     ax.set_ylabel("n_req(eta, eps) / n_req(eta, 0)")
     ax.set_title("(b) width factor against eps")
-    if ax.get_legend_handles_labels()[0]:  # nothing drawn: no legend
-        ax.legend(fontsize=7)
+    legend(ax, fontsize=7)
 
     ax = axes[2]
     table = _absolute(runs)
@@ -136,8 +134,7 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     ax.set_xlabel("log2(1/eta)")
     ax.set_ylabel("n_req (90% quantile of n*)")
     ax.set_title("(c) saturation in eta at fixed eps > 0")
-    if ax.get_legend_handles_labels()[0]:  # nothing drawn: no legend
-        ax.legend(fontsize=7)
+    legend(ax, fontsize=7)
     fig.suptitle("Perturbed subset sum coverage of [-1, 1] (Xiong et al. AISTATS 2023, "
                  "poster Thm 1 and PSSP plot; spec Sec. 8.2)")
     save_figure(fig, path_stem)

@@ -24,7 +24,7 @@ from sparse_teacher.agd import fit_rate, init_at_distance, run_agd
 from sparse_teacher.theory import heavy_ball_rate
 
 from ..analysis import claim, fit_line, format_interval
-from ..plotting import figure, save_figure
+from ..plotting import figure, legend, save_figure
 from ..registry import Experiment, Size, register
 from .teacher_instances import AGD_PARAMS, draw_instance
 
@@ -129,8 +129,7 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
                   label=f"theory: heavy-ball rate (beta = {beta:g}) of the measured GD rate")
     ax_b.set(xlabel=r"$\sqrt{r}$", ylabel=r"convergence rate $\nu$",
              title="Fig. 3(b): rate against sqrt(r) (Theorem 2: grows with r)")
-    if ax_b.get_legend_handles_labels()[0]:
-        ax_b.legend()
+    legend(ax_b)
     if not len(table):
         ax_b.text(0.5, 0.5, "no run converged: no rate to show", ha="center", va="center",
                   transform=ax_b.transAxes)

@@ -35,7 +35,7 @@ from sparse_teacher.tensor_init import (
 from sparse_teacher.theory import init_error
 
 from ..analysis import claim, fixed_effect_slope, format_interval
-from ..plotting import figure, save_figure
+from ..plotting import figure, legend, save_figure
 from ..registry import Experiment, Param, Size, register
 from .teacher_instances import AGD_PARAMS, agd_summary, draw_instance
 
@@ -126,8 +126,7 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     ax_a.set(xlabel="number of samples N",
              ylabel=r"initialization error $\|W^{(0)} - W^*\|_F / \|W^*\|_F$",
              title="Lemma 1: tensor-initialization error against N and r")
-    if ax_a.get_legend_handles_labels()[0]:  # nothing drawn: no legend
-        ax_a.legend(fontsize=7)
+    legend(ax_a, fontsize=7)
     table = _agd_table(runs)
     if len(table):
         ax_b.plot(table["N"], table["success"], "o-", label="AGD success (error < 1e-4)")
@@ -140,8 +139,7 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     ax_b.set_ylim(-0.03, 1.03)
     ax_b.set(xlabel="number of samples N", ylabel="fraction of trials",
              title="Lemma 1 + Theorem 2: AGD from the tensor initialization")
-    if ax_b.get_legend_handles_labels()[0]:  # nothing drawn: no legend
-        ax_b.legend(fontsize=7)
+    legend(ax_b, fontsize=7)
     save_figure(fig, path_stem)
 
 
