@@ -31,12 +31,12 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from sparse_teacher.vision.data import Splits, TensorData, vision_splits
-from sparse_teacher.vision.device import generator
-from sparse_teacher.vision.masks import Mask
-from sparse_teacher.vision.models import build_model
-from sparse_teacher.vision.pruning import PruneConfig, keep_scores, prune
-from sparse_teacher.vision.training import TrainConfig, train
+from deep_lottery.data import Splits, TensorData, vision_splits
+from deep_lottery.device import generator
+from deep_lottery.masks import Mask
+from deep_lottery.models import build_model
+from deep_lottery.pruning import PruneConfig, keep_scores, prune
+from deep_lottery.training import TrainConfig, train
 
 BATCH, LR = 60, 1.2e-3
 

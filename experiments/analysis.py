@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sparse_teacher._validation import check_array, check_float
+from lottery_common import check_array, check_float
 
 STATUSES = ("ok", "separated", "all-success", "all-failure")
 

@@ -94,7 +94,7 @@ def _add_selection(parser: argparse.ArgumentParser, *, saved_default: bool) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sparse_teacher import __version__
+    from lottery_common import __version__
 
     parser = _Parser(prog=PROG, description="Numerical checks of lottery-ticket theory: run "
                      "the experiments, draw the figures, check the claims.")

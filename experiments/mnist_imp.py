@@ -52,7 +52,7 @@ def check_mnist_sizes(cell: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
 
 def mnist_splits(params: dict[str, Any]) -> Any:
     """The MNIST splits a cell asks for (``mnist_files`` = "test" re-splits the test split)."""
-    from sparse_teacher.vision.data import vision_splits
+    from deep_lottery.data import vision_splits
 
     if params["mnist_files"] not in ("train", "test"):
         raise ValueError(f"mnist_files must be 'train' or 'test', got {params['mnist_files']!r}")
@@ -66,7 +66,7 @@ def missing_mnist(size: str) -> str | None:
     """What MNIST data the size lacks or cannot read: the quick size re-splits the test split; the
     full size needs the training and test splits. A corrupted file is named (once, before the
     run) with the advice to replace it."""
-    from sparse_teacher.vision.data import missing_mnist_files, unreadable_mnist_files
+    from deep_lottery.data import missing_mnist_files, unreadable_mnist_files
 
     splits = ("test",) if size == "quick" else ("train", "test")
     return missing_mnist_files("mnist", splits) or unreadable_mnist_files("mnist", splits)
@@ -76,11 +76,11 @@ def run_mnist_imp(params: dict[str, Any], seed: int, model: str,
                   branches: tuple[str, ...] = ("imp",)) -> dict[str, Any]:
     """IMP of ``model`` on N MNIST examples (Adam, lr 1.2e-3, batch 60, 20% layer-wise per
     level, Glorot init) with the control ``branches``; one row of per-level lists."""
-    from sparse_teacher.vision.imp import IMPConfig, cache_directory, run_imp
-    from sparse_teacher.vision.models import build_model
-    from sparse_teacher.vision.pruning import PruneConfig
-    from sparse_teacher.vision.tables import records_to_row
-    from sparse_teacher.vision.training import TrainConfig
+    from deep_lottery.imp import IMPConfig, cache_directory, run_imp
+    from deep_lottery.models import build_model
+    from deep_lottery.pruning import PruneConfig
+    from deep_lottery.tables import records_to_row
+    from deep_lottery.training import TrainConfig
 
     seed = int(seed) % (2**62)
     splits = mnist_splits(params)

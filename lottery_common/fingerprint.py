@@ -9,7 +9,7 @@ the same digest.
 
 ``module_closure`` finds the modules a module imports, transitively, by a static scan of every
 ``import`` and ``from ... import`` statement anywhere in the file (inside functions too, so a
-lazy ``from sparse_teacher.vision.imp import run_imp`` counts). ``from package import name`` is
+lazy ``from deep_lottery.imp import run_imp`` counts). ``from package import name`` is
 the submodule ``package.name`` when that file exists, else ``package`` itself (its
 ``__init__.py``, and through it what it imports). Only modules of the packages named in
 ``follow`` are followed, and ``exclude`` removes more; files are found on disk without importing

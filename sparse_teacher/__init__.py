@@ -1,8 +1,5 @@
-"""Sparse one-hidden-layer ReLU teacher-student model (Zhang et al., NeurIPS 2021)."""
+"""Sparse one-hidden-layer ReLU teacher-student model (Zhang et al., NeurIPS 2021): NumPy + Numba.
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("lottery-lab")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+The PyTorch side (the torch ``Student``, IMP on the teacher's data) is ``deep_lottery``, which
+reads the teacher's synthetic data through ``sparse_teacher.teacher``.
+"""

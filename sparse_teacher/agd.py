@@ -31,8 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from lottery_common import as_generator, check_array, check_float, check_int
+
 from . import problem as _problem
-from ._validation import as_generator, check_array, check_float, check_int
 from .kernels import (
     _loss_grad_batch,
     _loss_grad_one,

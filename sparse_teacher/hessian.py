@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_float
+from lottery_common import check_float
+
 from .kernels import hessian as gauss_newton_hessian
 from .problem import StudentProblem
 

@@ -40,7 +40,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from ._validation import check_int
+from lottery_common import check_int
+
 from .problem import StudentProblem
 
 

@@ -13,7 +13,8 @@ from functools import cached_property
 
 import numpy as np
 
-from ._validation import check_array
+from lottery_common import check_array
+
 from .teacher import validate_supports
 
 

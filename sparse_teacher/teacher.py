@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import as_generator, check_array, check_float, check_int
+from lottery_common import as_generator, check_array, check_float, check_int
 
 WEIGHT_RANGE = 0.5  # W* entries are Uniform[-WEIGHT_RANGE, WEIGHT_RANGE]
 

@@ -34,8 +34,9 @@ import scipy.linalg
 import scipy.optimize
 import scipy.sparse.linalg
 
+from lottery_common import as_generator, check_array, check_int
+
 from . import problem as _problem
-from ._validation import as_generator, check_array, check_int
 from .problem import check_memory
 from .teacher import network_outputs, validate_supports
 

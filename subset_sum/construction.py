@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from sparse_teacher._validation import as_generator, check_array, check_float, check_int
+from lottery_common import as_generator, check_array, check_float, check_int
 from sparse_teacher.problem import check_memory
 
 from .meet_in_middle import MAX_N as MITM_MAX_N

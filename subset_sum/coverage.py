@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sparse_teacher._validation import as_generator, check_array, check_float, check_int
+from lottery_common import as_generator, check_array, check_float, check_int
 
 from .perturbed import MAX_INTERVALS, coverage_steps
 from .sup_error import sup_error

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from sparse_teacher._validation import check_array
+from lottery_common import check_array
 
 from .solution import SubsetSumSolution, check_instance, solution_from_mask
 

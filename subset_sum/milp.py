@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from sparse_teacher._validation import check_float
+from lottery_common import check_float
 
 from .solution import (
     SubsetSumSolution,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numba import njit
 
-from sparse_teacher._validation import check_array, check_int
+from lottery_common import check_array, check_int
 
 from .solution import (
     SubsetSumSolution,

@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 from numba import njit
 
-from sparse_teacher._validation import check_float, check_int
+from lottery_common import check_float, check_int
 
 from .solution import SubsetSumSolution, check_instance, solution_from_mask
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparse_teacher._validation import check_array, check_float
+from lottery_common import check_array, check_float
 
 
 @dataclass(frozen=True)

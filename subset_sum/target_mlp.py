@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparse_teacher._validation import as_generator, check_array, check_float, check_int
+from lottery_common import as_generator, check_array, check_float, check_int
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def test_bad_set_values_stop_the_run_with_one_line(capsys, tmp_path, monkeypatch
     if argv[0] in ("imp-mnist", "lth-lenet", "imp-synthetic"):  # requires torch (checked first)
         pytest.importorskip("torch")
     if argv[0] in ("imp-mnist", "lth-lenet"):  # and MNIST files
-        from tests.test_vision_data import write_mnist
+        from tests.test_deep_lottery_data import write_mnist
 
         write_mnist(tmp_path / "no-data" / "mnist", "test", 4, seed=0)
     code = cli.main(["run", *argv, "--out", str(tmp_path), "--no-progress"])
@@ -148,7 +148,7 @@ def _corrupt(path: Path, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["truncated", "not-gzip"])
 def test_the_reader_names_a_corrupted_file(tmp_path, how):
-    from sparse_teacher.idx_files import read_idx, write_idx
+    from deep_lottery.idx_files import read_idx, write_idx
 
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
     write_idx(path, np.arange(1000, dtype=np.uint8))
@@ -160,7 +160,7 @@ def test_the_reader_names_a_corrupted_file(tmp_path, how):
 @pytest.mark.parametrize("name", ["imp-mnist", "lth-lenet", "strong-lth-construction"])
 def test_a_corrupted_mnist_file_is_named_once_before_the_run(capsys, tmp_path, monkeypatch, name):
     pytest.importorskip("torch")
-    from tests.test_vision_data import write_mnist
+    from tests.test_deep_lottery_data import write_mnist
 
     folder = tmp_path / "data" / "mnist"
     write_mnist(folder, "test", 2000, seed=0)
@@ -179,7 +179,7 @@ def test_a_corrupted_mnist_file_is_named_once_before_the_run(capsys, tmp_path, m
 def test_run_all_skips_experiments_whose_mnist_file_is_corrupted(tmp_path, monkeypatch):
     from experiments.mnist_imp import missing_mnist
     from experiments.pensia2020 import strong_lth_construction as slc
-    from tests.test_vision_data import write_mnist
+    from tests.test_deep_lottery_data import write_mnist
 
     folder = tmp_path / "mnist"
     write_mnist(folder, "test", 50, seed=0)

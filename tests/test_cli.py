@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import TOY, make_toy
 
-import sparse_teacher
+import lottery_common
 from experiments import cli, engine
 
 
@@ -31,7 +31,7 @@ def _one_line_error(err: str) -> str:
 
 def test_version_in_process(capsys):
     code, out, _ = _call(capsys, "--version")
-    assert code == 0 and out.strip() == f"lottery-lab {sparse_teacher.__version__}"
+    assert code == 0 and out.strip() == f"lottery-lab {lottery_common.__version__}"
 
 
 def test_version_through_the_installed_entry_point():
@@ -39,7 +39,7 @@ def test_version_through_the_installed_entry_point():
     command = [exe] if exe else [sys.executable, "-m", "experiments.cli"]
     done = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0
-    assert done.stdout.strip() == f"lottery-lab {sparse_teacher.__version__}"
+    assert done.stdout.strip() == f"lottery-lab {lottery_common.__version__}"
 
 
 def test_list_shows_paper_and_cost(capsys, toy):

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from deep_lottery.idx_files import write_idx
 from experiments.pensia2020 import strong_lth_construction as slth
-from sparse_teacher.idx_files import write_idx
 from subset_sum import brute_force, perturbed_subset_sum
 from subset_sum.construction import (
     a_priori_bound,

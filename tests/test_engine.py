@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from conftest import TOY, make_toy, toy_run_cell
 
-import sparse_teacher
+import lottery_common
 from experiments import analysis, cli_overrides, engine
 from experiments.cli_overrides import coerce_overrides
 from experiments.engine import (
@@ -135,7 +135,7 @@ def test_rows_hold_parameters_seeds_and_metadata(reference):
     assert len(runs) == 28 and not runs.duplicated(list(engine.IDENTITY)).any()
     for column in (*engine.METADATA_COLUMNS, "x", "n", "success", "value"):
         assert column in runs.columns
-    assert set(runs["version"]) == {sparse_teacher.__version__}
+    assert set(runs["version"]) == {lottery_common.__version__}
     assert set(runs["size"]) == {"quick"} and set(runs["master_seed"]) == {0}
     assert (runs["wall_time_s"] >= 0).all()
     for row in runs.itertuples():

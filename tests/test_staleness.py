@@ -115,16 +115,13 @@ def test_md5_only_verifies_downloaded_archives():
     md5 = re.compile(r"hashlib\.md5|from\s+hashlib\s+import[^\n]*\bmd5\b")
     users = {str(p.relative_to(REPO)) for p in _python_files() if md5.search(p.read_text())}
     # data.py checks the published MD5s of downloaded archives; its test builds such archives
-    assert users <= {"sparse_teacher/vision/data.py", "tests/test_vision_data.py"}, users
+    assert users <= {"deep_lottery/data.py", "tests/test_deep_lottery_data.py"}, users
 
 
 def test_one_seed_derivation():
     definitions = {str(p.relative_to(REPO)) for p in _python_files()
                    if re.search(r"^def derive_seed\(", p.read_text(), re.MULTILINE)}
     assert definitions == {"lottery_common/seeds.py", "experiments/engine/seeds.py"}
-    from sparse_teacher.vision import device
-
-    assert device.derive_seed is derive_seed
 
 
 # --- code fingerprints ------------------------------------------------------------------------
@@ -181,9 +178,9 @@ def test_closure_follows_imports_inside_functions(tmp_path, monkeypatch):
 def test_real_experiments_hash_their_library_not_their_presentation():
     lueker = fp.library_modules(get("lueker"))
     assert {"subset_sum.coverage", "lottery_common.seeds"} <= set(lueker)
-    assert not any(m.startswith(("experiments.", "sparse_teacher.vision")) for m in lueker)
+    assert not any(m.startswith(("experiments.", "deep_lottery")) for m in lueker)
     synthetic = fp.library_modules(get("imp-synthetic"))  # imported inside run_cell
-    assert {"sparse_teacher.vision.imp", "sparse_teacher.vision.training"} <= set(synthetic)
+    assert {"deep_lottery.imp", "deep_lottery.training"} <= set(synthetic)
     assert "experiments.zhang2021.imp_synthetic" not in synthetic  # declared by its version
     mnist = fp.library_modules(get("imp-mnist"))
     assert "experiments.mnist_imp" in mnist
@@ -349,12 +346,12 @@ def test_list_shows_whether_saved_results_are_current(capsys, toy, tmp_path):
 # --- the IMP level cache follows the same rule ------------------------------------------------
 
 def test_imp_cache_folder_follows_the_code(tmp_path, monkeypatch):
-    from sparse_teacher.vision import imp
-    from sparse_teacher.vision.training import TrainConfig
+    from deep_lottery import imp
+    from deep_lottery.training import TrainConfig
 
     modules = set(imp._code_modules())
-    assert {"sparse_teacher.vision.imp", "sparse_teacher.vision.training",
-            "sparse_teacher.vision.models", "sparse_teacher.vision.pruning",
+    assert {"deep_lottery.imp", "deep_lottery.training",
+            "deep_lottery.models", "deep_lottery.pruning",
             "lottery_common.seeds"} <= modules
     config = imp.IMPConfig(levels=1, train=TrainConfig(iterations=10))
     monkeypatch.setenv(imp.CACHE_ENV, str(tmp_path))

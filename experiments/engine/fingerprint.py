@@ -32,12 +32,13 @@ import inspect
 import sys
 from pathlib import Path
 
+from lottery_common import check_int
 from lottery_common.fingerprint import module_closure, modules_digest
-from sparse_teacher._validation import check_int
 
 from ..registry import Experiment
 
-FOLLOW: tuple[str, ...] = ("sparse_teacher", "subset_sum", "lottery_common", "experiments")
+FOLLOW: tuple[str, ...] = ("sparse_teacher", "subset_sum", "deep_lottery", "lottery_common",
+                           "experiments")
 """Top-level packages whose modules are followed and hashed."""
 
 NOT_HASHED: tuple[str, ...] = (

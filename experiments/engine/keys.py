@@ -19,8 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lottery_common import plain_data
-from sparse_teacher._validation import check_int
+from lottery_common import check_int, plain_data
 
 from ..registry import Experiment, Size, show_value
 from .seeds import derive_seed

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sparse_teacher._validation import check_int
+from lottery_common import check_int
 
 from .keys import METADATA_COLUMNS, Task, _plain
 

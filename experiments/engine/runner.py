@@ -36,7 +36,7 @@ from typing import Any
 
 import pandas as pd
 
-from sparse_teacher._validation import check_int
+from lottery_common import check_int
 
 from ..registry import Experiment, get
 from .fingerprint import code_version
@@ -59,7 +59,7 @@ def git_commit() -> str:
 
 
 def package_version() -> str:
-    from sparse_teacher import __version__
+    from lottery_common import __version__
 
     return __version__
 

@@ -7,8 +7,8 @@ code), at the coordinates ``(trial, "EXPERIMENT\\x00CELL_KEY")``.
 
 from __future__ import annotations
 
+from lottery_common import check_int
 from lottery_common import derive_seed as _common_derive_seed
-from sparse_teacher._validation import check_int
 
 
 def derive_seed(master_seed: int, experiment: str, key: str, trial: int) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sparse_teacher._validation import check_int
+from lottery_common import check_int
 
 from .keys import IDENTITY, METADATA_COLUMNS
 

@@ -40,7 +40,7 @@ def run_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def _table(runs: pd.DataFrame) -> pd.DataFrame:
-    from sparse_teacher.vision.tables import explode_levels
+    from deep_lottery.tables import explode_levels
 
     parts = []
     for branch in BRANCHES:
@@ -128,7 +128,7 @@ def contradicting_runs() -> pd.DataFrame:
     """Per-level rows (``records_to_row`` format) where pruning hurts the ticket: random
     reinitialization and one-shot pruning stay accurate while the ticket loses accuracy and
     learns slower."""
-    from sparse_teacher.vision.tables import FIELDS
+    from deep_lottery.tables import FIELDS
 
     levels = list(range(11))
     density = [0.8**level for level in levels]

@@ -28,14 +28,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sparse_teacher.idx_files import (
-    DATA_ENV,
+from deep_lottery.idx_files import (
     MNIST_FILES,
-    default_data_dir,
     find_idx_file,
     load_mnist_split,
     unreadable_file,
 )
+from lottery_common import DATA_ENV, default_data_dir
 from subset_sum.construction import a_priori_bound, construct, random_network
 from subset_sum.meet_in_middle import MAX_N
 from subset_sum.target_mlp import TargetMLP, accuracy, random_target, train_mlp

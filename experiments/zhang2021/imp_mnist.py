@@ -63,7 +63,7 @@ def run_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def _table(runs: pd.DataFrame) -> pd.DataFrame:
-    from sparse_teacher.vision.tables import explode_levels
+    from deep_lottery.tables import explode_levels
 
     return explode_levels(runs, "imp", ["N", "trial"])
 
@@ -195,7 +195,7 @@ def _synthetic_runs(gain_per_level: float) -> pd.DataFrame:
     """Runs-table rows (per-level lists as ``records_to_row`` gives them) for N = 1000, 3000,
     7000 and three trials: accuracy 0.94 + 0.01 per N step, plus ``gain_per_level`` per level of
     IMP (levels 0-7, density 0.8^level) and a fixed +-0.1 pt trial offset; deterministic."""
-    from sparse_teacher.vision.tables import records_to_row
+    from deep_lottery.tables import records_to_row
 
     rows = []
     for i, n in enumerate((1000, 3000, 7000)):

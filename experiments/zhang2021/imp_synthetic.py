@@ -35,12 +35,12 @@ def _fraction() -> float:
 
 def run_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
     """One teacher, one data set of size N, one IMP run; per-level values as lists."""
-    from sparse_teacher.vision.data import teacher_splits
-    from sparse_teacher.vision.imp import IMPConfig, cache_directory, run_imp
-    from sparse_teacher.vision.models import build_model
-    from sparse_teacher.vision.pruning import PruneConfig
-    from sparse_teacher.vision.tables import records_to_row
-    from sparse_teacher.vision.training import TrainConfig
+    from deep_lottery.data import teacher_splits
+    from deep_lottery.imp import IMPConfig, cache_directory, run_imp
+    from deep_lottery.models import build_model
+    from deep_lottery.pruning import PruneConfig
+    from deep_lottery.tables import records_to_row
+    from deep_lottery.training import TrainConfig
 
     n = int(params["N"])
     seed = int(seed) % (2**62)
@@ -58,7 +58,7 @@ def run_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def _curves(runs: pd.DataFrame) -> pd.DataFrame:
-    from sparse_teacher.vision.tables import explode_levels
+    from deep_lottery.tables import explode_levels
 
     table = explode_levels(runs, "imp", ["N", "trial"])
     table["percent_remaining"] = 100 * table["density"]

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sparse_teacher._validation import check_float, check_int
+from lottery_common import check_float, check_int
 from sparse_teacher.agd import init_at_distance, run_agd
 from sparse_teacher.theory import noise_floor
 

@@ -7,7 +7,9 @@ final weights of level L-1 (``pruning.prune``; density ``(1-f)^L`` per layer, 0.
 the surviving weights to ``theta_k * m_L`` and trains from iteration k to the same end step with
 the data order and learning-rate schedule of iteration k.
 
-Controls, each for L = 1..levels, sharing the IMP run's level 0:
+Controls (``BRANCHES``; add one with ``@BRANCHES.register(name)``: a function of the run's
+``BranchContext`` and the level that returns the level's mask and starting model), each for
+L = 1..levels, sharing the IMP run's level 0:
 
 * ``reinit``: IMP's mask m_L with a fresh initialization from the same initializer
   (``randomly_reinitialize``); it trains from the same iteration as the level.
@@ -46,22 +48,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lottery_common import derive_seed, stable_hash
+from lottery_common import Registry, check_int, derive_seed, stable_hash
 from lottery_common.fingerprint import module_closure, modules_digest
 
-from .._validation import check_int
 from .data import Splits
 from .device import choose_device, generator
 from .masks import Mask
 from .pruning import PruneConfig, keep_scores, prune, prune_like, shuffle_mask
 from .training import TrainConfig, train
 
-BRANCHES = ("imp", "reinit", "random_prune", "one_shot")
 # named streams: ``derive_seed(seed, NAME, level[, 1])`` (strings: never equal to another stream)
 _STREAM_PRUNE, _STREAM_REINIT, _STREAM_SHUFFLE, _STREAM_ONESHOT = (
     "imp/prune", "imp/reinit", "imp/random_prune", "imp/one_shot")
 
-CODE_MODULES = ("sparse_teacher.vision.imp", "sparse_teacher.vision.models")
+CODE_MODULES = ("deep_lottery.imp", "deep_lottery.models")
 """The modules whose code (with what they import from ``sparse_teacher`` and ``lottery_common``)
 computes a cached level: ``code_fingerprint`` hashes them."""
 
@@ -88,7 +88,7 @@ class IMPConfig:
 
 @functools.lru_cache(maxsize=1)
 def _code_modules() -> dict[str, Path]:
-    return module_closure(CODE_MODULES, follow=("sparse_teacher", "lottery_common"))
+    return module_closure(CODE_MODULES, follow=("deep_lottery", "sparse_teacher", "lottery_common"))
 
 
 def code_fingerprint() -> str:
@@ -192,6 +192,64 @@ class _Store:
             torch.save(state, self.root / name)
 
 
+@dataclass
+class BranchContext:
+    """What a control branch may use: the IMP run's masks per level, level 0's trained weights,
+    the rewind point and the means to build and place models."""
+
+    make_model: Callable[[int], nn.Module]
+    config: IMPConfig
+    masks: dict[int, Mask]
+    dense_final: dict[str, torch.Tensor]
+    rewind_state: dict[str, torch.Tensor]
+    names: list[str]
+    device: torch.device
+
+    def masked_start(self, seed: int, state: dict[str, torch.Tensor] | None, mask: Mask
+                     ) -> nn.Module:
+        """A model from ``make_model(seed)``, loaded with ``state`` (if any), under ``mask``."""
+        return _masked_start(self.make_model, seed, state, mask)
+
+    def weights(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The prunable tensors of ``state`` on the device."""
+        return _weights(state, self.names, self.device)
+
+
+Branch = Callable[[BranchContext, int], tuple[Mask, nn.Module]]
+BRANCHES: Registry[Branch] = Registry("IMP branch")
+"""Control branches: ``(context, level) -> (mask, starting model)``; "imp" itself is not one."""
+
+
+@BRANCHES.register("reinit")
+def _reinit(ctx: BranchContext, level: int) -> tuple[Mask, nn.Module]:
+    """IMP's mask with a fresh initialization (Frankle & Carbin's random reinitialization)."""
+    mask = ctx.masks[level]
+    return mask, ctx.masked_start(derive_seed(ctx.config.seed, _STREAM_REINIT, level), None, mask)
+
+
+@BRANCHES.register("random_prune")
+def _random_prune(ctx: BranchContext, level: int) -> tuple[Mask, nn.Module]:
+    """A random mask with IMP's per-layer (or total) count, rewound weights."""
+    prune_cfg = ctx.config.prune
+    mask = shuffle_mask(ctx.masks[level].to(ctx.device), prune_cfg.scope,
+                        generator(derive_seed(ctx.config.seed, _STREAM_SHUFFLE, level)),
+                        ignore=prune_cfg.ignore).cpu()
+    return mask, ctx.masked_start(ctx.config.seed, ctx.rewind_state, mask)
+
+
+@BRANCHES.register("one_shot")
+def _one_shot(ctx: BranchContext, level: int) -> tuple[Mask, nn.Module]:
+    """Level 0's trained weights pruned once to IMP's level-L counts, then rewound."""
+    prune_cfg, seed = ctx.config.prune, ctx.config.seed
+    scores = keep_scores(prune_cfg.criterion, ctx.weights(ctx.dense_final),
+                         ctx.weights(ctx.rewind_state), ctx.names,
+                         generator(derive_seed(seed, _STREAM_ONESHOT, level)))
+    mask = prune_like(ctx.masks[0].to(ctx.device), scores, ctx.masks[level].to(ctx.device),
+                      prune_cfg.scope, generator(derive_seed(seed, _STREAM_ONESHOT, level, 1)),
+                      ignore=prune_cfg.ignore).cpu()
+    return mask, ctx.masked_start(seed, ctx.rewind_state, mask)
+
+
 def run_imp(make_model: Callable[[int], nn.Module], splits: Splits, config: IMPConfig, *,
             task: str, device: str | torch.device = "auto", branches: Sequence[str] = ("imp",),
             out_dir: str | os.PathLike | None = None, progress: bool = True,
@@ -203,10 +261,10 @@ def run_imp(make_model: Callable[[int], nn.Module], splits: Splits, config: IMPC
     ``test_{loss,metric}_at_stop``, ``test_{loss,metric}_end``, ``train_{loss,metric}_end`` and
     ``start_iteration``. ``extra`` (e.g. the data description) is stored with the hyperparameters.
     """
-    unknown = [b for b in branches if b not in BRANCHES]
+    unknown = [b for b in branches if b != "imp" and b not in BRANCHES]
     if unknown or "imp" not in branches:
-        raise ValueError(f"branches must include 'imp' and be drawn from {BRANCHES}, got "
-                         f"{list(branches)}")
+        raise ValueError(f"branches must include 'imp' and be drawn from "
+                         f"{('imp', *BRANCHES.names())}, got {list(branches)}")
     device = choose_device(device) if isinstance(device, str) else device
     extra = dict(extra or {})
     store = _Store(out_dir, config, extra)
@@ -269,6 +327,7 @@ def run_imp(make_model: Callable[[int], nn.Module], splits: Splits, config: IMPC
         bar.update()
 
     # controls
+    context = BranchContext(make_model, config, masks, dense_final, rewind_state, names, device)
     for branch in branches:
         if branch == "imp":
             continue
@@ -278,25 +337,7 @@ def run_imp(make_model: Callable[[int], nn.Module], splits: Splits, config: IMPC
                 records.append(loaded[0])
                 bar.update()
                 continue
-            if branch == "reinit":
-                mask = masks[level]
-                model = _masked_start(make_model, derive_seed(config.seed, _STREAM_REINIT, level),
-                                      None, mask)
-            elif branch == "random_prune":
-                mask = shuffle_mask(masks[level].to(device), config.prune.scope,
-                                    generator(derive_seed(config.seed, _STREAM_SHUFFLE, level)),
-                                    ignore=config.prune.ignore).cpu()
-                model = _masked_start(make_model, config.seed, rewind_state, mask)
-            else:
-                scores = keep_scores(config.prune.criterion,
-                                     _weights(dense_final, names, device),
-                                     _weights(rewind_state, names, device), names,
-                                     generator(derive_seed(config.seed, _STREAM_ONESHOT, level)))
-                mask = prune_like(masks[0].to(device), scores, masks[level].to(device),
-                                  config.prune.scope,
-                                  generator(derive_seed(config.seed, _STREAM_ONESHOT, level, 1)),
-                                  ignore=config.prune.ignore).cpu()
-                model = _masked_start(make_model, config.seed, rewind_state, mask)
+            mask, model = BRANCHES[branch](context, level)
             record, _, _ = run_level(branch, level, mask, model, k)
             records.append(record)
             bar.update()

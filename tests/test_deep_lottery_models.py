@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from deep_lottery.device import choose_device
+from deep_lottery.masks import Mask
+from deep_lottery.models import build_model, prunable_names
+from lottery_common import derive_seed
 from sparse_teacher.teacher import draw_teacher, network_outputs
-from sparse_teacher.vision.device import choose_device, derive_seed
-from sparse_teacher.vision.masks import Mask
-from sparse_teacher.vision.models import build_model, prunable_names
 
 # prunable weights (Linear + Conv2d .weight) of each model
 PRUNABLE = {
@@ -57,7 +58,7 @@ def test_glorot_and_kaiming_scales() -> None:
     assert float(build_model("lenet5", seed=1).fc1.bias.detach().abs().max()) == 0
     with pytest.raises(ValueError, match="init"):
         build_model("lenet5", seed=0, init="orthogonal")
-    with pytest.raises(ValueError, match="model must be"):
+    with pytest.raises(ValueError, match="unknown model"):
         build_model("alexnet", seed=0)
 
 

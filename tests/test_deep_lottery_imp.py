@@ -13,15 +13,15 @@ import pandas as pd
 import pytest
 import torch
 
-from sparse_teacher.idx_files import write_idx
-from sparse_teacher.vision import imp as imp_module
-from sparse_teacher.vision.data import teacher_splits, vision_splits
-from sparse_teacher.vision.device import choose_device
-from sparse_teacher.vision.imp import IMPConfig, run_directory, run_imp
-from sparse_teacher.vision.masks import Mask
-from sparse_teacher.vision.models import build_model
-from sparse_teacher.vision.pruning import PruneConfig
-from sparse_teacher.vision.training import TrainConfig, train
+from deep_lottery import imp as imp_module
+from deep_lottery.data import teacher_splits, vision_splits
+from deep_lottery.device import choose_device
+from deep_lottery.idx_files import write_idx
+from deep_lottery.imp import IMPConfig, run_directory, run_imp
+from deep_lottery.masks import Mask
+from deep_lottery.models import build_model
+from deep_lottery.pruning import PruneConfig
+from deep_lottery.training import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -235,7 +235,7 @@ def test_experiments_run_cell_plot_claims(mnist_dir: Path, tmp_path: Path) -> No
 def _imp_mnist_runs(accuracy) -> pd.DataFrame:
     """Runs rows as the engine saves them: N, trial and ``records_to_row``'s per-level lists,
     with ``accuracy(i_n, trial, level)`` the test accuracy at level ``level`` (density 0.8^level)."""
-    from sparse_teacher.vision.tables import records_to_row
+    from deep_lottery.tables import records_to_row
 
     rows = []
     for i, n in enumerate((1000, 3000, 7000)):

@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_teacher.idx_files import default_data_dir, write_idx
-from sparse_teacher.teacher import network_outputs
-from sparse_teacher.vision import data as vdata
-from sparse_teacher.vision.data import (
+from deep_lottery import data as vdata
+from deep_lottery.data import (
     augment_flip_crop,
     load_raw,
     split_indices,
@@ -24,7 +22,10 @@ from sparse_teacher.vision.data import (
     teacher_splits,
     vision_splits,
 )
-from sparse_teacher.vision.device import generator
+from deep_lottery.device import generator
+from deep_lottery.idx_files import write_idx
+from lottery_common import default_data_dir
+from sparse_teacher.teacher import network_outputs
 
 
 def real_data_dir() -> Path:

@@ -6,7 +6,15 @@ is a function of the iteration alone: epoch ``e`` uses ``randperm(N)`` from a ge
 with ``lottery_common.derive_seed(data_order_seed, "data_order", e)`` (the augmentation draws use
 the stream ``"augment"``), so a run resumed or rewound to iteration k sees the same batches as an
 uninterrupted one. The learning rate at iteration t is
-``lr * gamma^(#milestones <= t) * min(1, (t + 1) / warmup_iterations)`` (open_lth).
+``lr * schedule(t) * min(1, (t + 1) / warmup_iterations)`` (open_lth's warmup), with the
+schedules of ``SCHEDULES``: ``"step"`` multiplies by ``gamma`` at each milestone (open_lth),
+``"cosine"`` is ``(1 + cos(pi t / T)) / 2`` over the ``T = iterations`` of the run (Edge-Popup).
+
+Only parameters with ``requires_grad`` are optimized (Edge-Popup trains the scores, not the frozen
+weights). Step hooks (``StepHook``: ``before_step()`` after the backward pass, ``after_step()``
+after the optimizer step) carry what acts on every step: the mask's enforcement, which comes
+first, and e.g. the projection onto an l_inf ball of ``edge_popup``. ``mask=None`` trains
+without a mask.
 
 Every ``eval_every`` iterations (and at the end) the validation loss is measured; the iteration of
 its minimum is the early-stopping iteration of Frankle & Carbin (2019, Fig. 3), and the test
@@ -19,22 +27,33 @@ training examples separately (``train_metric_noisy``, ``train_metric_clean``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lottery_common import derive_seed
+from lottery_common import Registry, check_float, check_int, derive_seed
 
-from .._validation import check_float, check_int
 from .data import Splits, TensorData, augment_flip_crop
 from .device import autocast, generator
 from .masks import Mask
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
+"""name -> ``(params, cfg, fused) -> torch.optim.Optimizer``."""
+SCHEDULES: Registry[Callable[[TrainConfig, int], float]] = Registry("learning-rate schedule")
+"""name -> ``(cfg, iteration) -> factor`` multiplying ``cfg.lr`` (before warmup)."""
 TASKS = ("classification", "regression")
+
+
+class StepHook(Protocol):
+    """Acts on every optimizer step of ``train``."""
+
+    def before_step(self) -> None: ...
+
+    def after_step(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -56,12 +75,13 @@ class TrainConfig:
     data_order_seed: int = 0
     amp: bool = True
     eval_batch_size: int = 2000
+    schedule: str = "step"
 
     def __post_init__(self) -> None:
         check_int("iterations", self.iterations, minimum=1)
         check_int("batch_size", self.batch_size, minimum=1)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        OPTIMIZERS.check(self.optimizer)
+        SCHEDULES.check(self.schedule)
         check_float("lr", self.lr, low=0.0, low_open=True)
         check_float("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         check_float("weight_decay", self.weight_decay, low=0.0)
@@ -71,7 +91,7 @@ class TrainConfig:
         check_int("eval_batch_size", self.eval_batch_size, minimum=1)
 
     def lr_at(self, iteration: int) -> float:
-        factor = self.gamma ** sum(1 for m in self.milestones if iteration >= m)
+        factor = SCHEDULES[self.schedule](self, iteration)
         if self.warmup_iterations:
             factor *= min(1.0, (iteration + 1) / self.warmup_iterations)
         return self.lr * factor
@@ -101,22 +121,45 @@ class TrainResult:
         return {**out, **self.extra}
 
 
+@SCHEDULES.register("step")
+def _step_schedule(cfg: TrainConfig, iteration: int) -> float:
+    return cfg.gamma ** sum(1 for m in cfg.milestones if iteration >= m)
+
+
+@SCHEDULES.register("cosine")
+def _cosine_schedule(cfg: TrainConfig, iteration: int) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * iteration / cfg.iterations))
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params: list[nn.Parameter], cfg: TrainConfig, fused: bool | None) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov, fused=fused)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(params: list[nn.Parameter], cfg: TrainConfig, fused: bool | None
+          ) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters with ``requires_grad`` (all of them, except frozen Edge-Popup weights)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD or Adam, fused (one kernel for all parameters) where this torch build supports it for
-    the parameters' device, else the default multi-tensor implementation."""
-    params = list(model.parameters())
-
-    def build(fused: bool | None) -> torch.optim.Optimizer:
-        if cfg.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay, nesterov=cfg.nesterov,
-                                   fused=fused)
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-
+    """``OPTIMIZERS[cfg.optimizer]`` over the trainable parameters, fused (one kernel for all
+    parameters) where this torch build supports it for their device, else the default
+    multi-tensor implementation."""
+    params = trainable_parameters(model)
+    if not params:
+        raise ValueError("the model has no trainable parameters (every requires_grad is False)")
+    build = OPTIMIZERS[cfg.optimizer]
     try:
-        return build(True)
+        return build(params, cfg, True)
     except (RuntimeError, TypeError, ValueError):  # fused unsupported (old torch or device)
-        return build(None)
+        return build(params, cfg, None)
 
 
 def loss_fn(task: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -175,11 +218,13 @@ class BatchOrder:
         return self._perm[b * self.batch_size:(b + 1) * self.batch_size]
 
 
-def train(model: nn.Module, mask: Mask, splits: Splits, cfg: TrainConfig, *, task: str,
+def train(model: nn.Module, mask: Mask | None, splits: Splits, cfg: TrainConfig, *, task: str,
           device: torch.device, start_iteration: int = 0, capture_iteration: int | None = None,
-          progress: bool = False, desc: str = "train") -> TrainResult:
-    """Train ``model`` (moved to ``device``) under ``mask`` from ``start_iteration`` to
-    ``cfg.iterations``; the state after ``capture_iteration`` steps is returned for rewinding.
+          progress: bool = False, desc: str = "train", hooks: Sequence[StepHook] = ()
+          ) -> TrainResult:
+    """Train ``model`` (moved to ``device``) under ``mask`` (None: no mask) from
+    ``start_iteration`` to ``cfg.iterations``; the state after ``capture_iteration`` steps is
+    returned for rewinding. ``hooks`` act on every step after the mask's enforcement.
 
     ``splits`` should already live on ``device`` (``Splits.to``) to avoid per-batch copies.
     """
@@ -191,9 +236,12 @@ def train(model: nn.Module, mask: Mask, splits: Splits, cfg: TrainConfig, *, tas
         check_int("capture_iteration", capture_iteration, minimum=start_iteration,
                   maximum=cfg.iterations - 1)
     model.to(device)
-    mask = mask.to(device)
-    mask.apply(model)
-    enforcer = mask.enforcer(model)
+    step_hooks: list[StepHook] = []
+    if mask is not None:
+        mask = mask.to(device)
+        mask.apply(model)
+        step_hooks.append(mask.enforcer(model))
+    step_hooks += list(hooks)
     optimizer = make_optimizer(model, cfg)
     order = BatchOrder(len(splits.train), cfg.batch_size, cfg.data_order_seed)
     aug_gen = generator(derive_seed(cfg.data_order_seed, "augment", start_iteration)) if cfg.augment \
@@ -232,9 +280,11 @@ def train(model: nn.Module, mask: Mask, splits: Splits, cfg: TrainConfig, *, tas
         loss = loss_fn(task, out, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        enforcer.before_step()
+        for hook in step_hooks:
+            hook.before_step()
         optimizer.step()
-        enforcer.after_step()
+        for hook in step_hooks:
+            hook.after_step()
     checkpoint_eval(cfg.iterations)
     final_state = _cpu_state(model)
     test_loss_end, test_metric_end = evaluate(model, splits.test, task, device,

@@ -1,16 +1,16 @@
 """Data sets for the torch backend, read from their standard on-disk formats (no torchvision).
 
-* MNIST and Fashion-MNIST: IDX files (gzipped or raw) read by ``sparse_teacher.idx_files``, in
+* MNIST and Fashion-MNIST: IDX files (gzipped or raw) read by ``deep_lottery.idx_files``, in
   ``<data_dir>/mnist/`` (``<data_dir>/fashion-mnist/``), torchvision's ``MNIST/raw/``
   (``FashionMNIST/raw/``) layout, or flat in ``<data_dir>`` itself; the named subfolder wins.
 * CIFAR-10 / CIFAR-100: the python pickle batches in ``<data_dir>/cifar-10-batches-py/`` and
   ``<data_dir>/cifar-100-python/`` (as unpacked from the official tarballs).
 
 The data directory is the ``data_dir`` argument, else ``$LOTTERY_LAB_DATA``, else
-``<repo>/../shared/data`` when it exists, else ``~/.cache/lottery-lab/data``
-(``idx_files.default_data_dir``). Files are downloaded (urllib, official mirrors, MD5-checked) only
-when the caller passes ``download=True``; otherwise a missing file raises ``FileNotFoundError``
-naming the file, the folder searched and the URL to fetch it from.
+``~/.cache/lottery-lab/data`` (``lottery_common.resolve_data_dir``). Files are downloaded
+(urllib, official mirrors, MD5-checked) only when the caller passes ``download=True``; otherwise
+a missing file raises ``FileNotFoundError`` naming the file, the folder searched and the URL to
+fetch it from.
 
 Splits follow Frankle & Carbin (ICLR 2019): 5,000 training examples are held out for validation
 (MNIST 55k/5k, CIFAR 45k/5k); the training set may then be subsampled to N examples (Zhang et al.
@@ -38,16 +38,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import as_generator, check_float, check_int
-from ..idx_files import (
-    DATA_ENV,
+from lottery_common import DATA_ENV, as_generator, check_float, check_int, resolve_data_dir
+from sparse_teacher.teacher import draw_teacher, make_dataset
+
+from .idx_files import (
     MNIST_FILES,
-    default_data_dir,
     find_idx_file,
     read_idx,
     unreadable_file,
 )
-from ..teacher import draw_teacher, make_dataset
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 
@@ -87,11 +86,6 @@ def _check_name(name: str) -> str:
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
     return name
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """``data_dir`` if given, else ``idx_files.default_data_dir()``."""
-    return Path(data_dir) if data_dir is not None else default_data_dir()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from sparse_teacher.vision.device import generator
-from sparse_teacher.vision.masks import Mask
-from sparse_teacher.vision.models import build_model, prunable_names
-from sparse_teacher.vision.pruning import (
+from deep_lottery.device import generator
+from deep_lottery.masks import Mask
+from deep_lottery.models import build_model, prunable_names
+from deep_lottery.pruning import (
     PruneConfig,
     drop_lowest,
     keep_scores,

@@ -12,27 +12,87 @@ is exact, so the density schedule is exact up to rounding:
 * ``global`` (open_lth ``sparse_global``): ``ceil(f * kept)`` weights are removed over all tensors
   not in ``ignore`` (open_lth removes one more; set ``open_lth_off_by_one`` for that parity).
 
-Criteria (Zhou et al. 2019 names): ``large_final`` |w_T| (standard IMP), ``small_final`` -|w_T|,
-``random`` (uniform scores), ``large_init`` |w_0|, ``magnitude_increase`` |w_T| - |w_0|,
-``movement`` |w_T - w_0|. ``levels=L`` prunes straight to the density of L levels (one-shot).
+Criteria (``CRITERIA``, Zhou et al. 2019 names): ``large_final`` |w_T| (standard IMP),
+``small_final`` -|w_T|, ``random`` (uniform scores), ``large_init`` |w_0|, ``magnitude_increase``
+|w_T| - |w_0|, ``movement`` |w_T - w_0|. A criterion is a function ``(final, init, generator) ->
+scores`` of one tensor registered with ``@CRITERIA.register(name, needs_init=...)``.
+``levels=L`` prunes straight to the density of L levels (one-shot).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .._validation import check_float, check_int
+from lottery_common import Registry, check_float, check_int
+
 from .masks import Mask
 from .models import is_conv_weight
 
-CRITERIA = ("large_final", "small_final", "random", "large_init", "magnitude_increase",
-            "movement")
 SCOPES = ("layerwise", "global")
+
+Criterion = Callable[[torch.Tensor, "torch.Tensor | None", torch.Generator], torch.Tensor]
+"""``(final weights, initial weights or None, generator) -> keep scores`` of one tensor."""
+
+
+class CriterionRegistry(Registry[Criterion]):
+    """Pruning criteria; ``needs_init`` names those that read the initial (rewind) weights."""
+
+    def __init__(self) -> None:
+        super().__init__("pruning criterion")
+        self.needs_init: set[str] = set()
+
+    def register(self, name: str, needs_init: bool = False) -> Callable[[Criterion], Criterion]:
+        add = super().register(name)
+
+        def wrapped(fn: Criterion) -> Criterion:
+            if needs_init:
+                self.needs_init.add(name)
+            return add(fn)
+
+        return wrapped
+
+    def unregister(self, name: str) -> Criterion:
+        self.needs_init.discard(name)
+        return super().unregister(name)
+
+
+CRITERIA = CriterionRegistry()
+
+
+@CRITERIA.register("large_final")
+def _large_final(w: torch.Tensor, w0: torch.Tensor | None, g: torch.Generator) -> torch.Tensor:
+    return w.abs()
+
+
+@CRITERIA.register("small_final")
+def _small_final(w: torch.Tensor, w0: torch.Tensor | None, g: torch.Generator) -> torch.Tensor:
+    return -w.abs()
+
+
+@CRITERIA.register("random")
+def _random(w: torch.Tensor, w0: torch.Tensor | None, g: torch.Generator) -> torch.Tensor:
+    return torch.rand(w.shape, generator=g).to(w.device)
+
+
+@CRITERIA.register("large_init", needs_init=True)
+def _large_init(w: torch.Tensor, w0: torch.Tensor | None, g: torch.Generator) -> torch.Tensor:
+    return w0.abs()
+
+
+@CRITERIA.register("magnitude_increase", needs_init=True)
+def _magnitude_increase(w: torch.Tensor, w0: torch.Tensor | None, g: torch.Generator
+                        ) -> torch.Tensor:
+    return w.abs() - w0.abs()
+
+
+@CRITERIA.register("movement", needs_init=True)
+def _movement(w: torch.Tensor, w0: torch.Tensor | None, g: torch.Generator) -> torch.Tensor:
+    return (w - w0).abs()
 
 
 @dataclass(frozen=True)
@@ -55,35 +115,21 @@ class PruneConfig:
                 check_float(name, value, low=0.0, high=1.0, high_open=True)
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
-        if self.criterion not in CRITERIA:
-            raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
+        CRITERIA.check(self.criterion)
 
 
 def keep_scores(criterion: str, final: Mapping[str, torch.Tensor],
                 init: Mapping[str, torch.Tensor] | None, names: list[str],
                 generator: torch.Generator) -> dict[str, torch.Tensor]:
     """The keep score of every weight of the tensors ``names`` (higher = kept first)."""
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    needs_init = criterion in ("large_init", "magnitude_increase", "movement")
-    if needs_init and init is None:
+    score_fn = CRITERIA[criterion]
+    if criterion in CRITERIA.needs_init and init is None:
         raise ValueError(f"criterion {criterion!r} needs the initial (rewind) weights")
     out = {}
     for n in names:
         w = final[n].detach()
-        if criterion == "large_final":
-            s = w.abs()
-        elif criterion == "small_final":
-            s = -w.abs()
-        elif criterion == "random":
-            s = torch.rand(w.shape, generator=generator).to(w.device)
-        elif criterion == "large_init":
-            s = init[n].detach().to(w.device).abs()
-        elif criterion == "magnitude_increase":
-            s = w.abs() - init[n].detach().to(w.device).abs()
-        else:
-            s = (w - init[n].detach().to(w.device)).abs()
-        out[n] = s.float()
+        w0 = None if init is None else init[n].detach().to(w.device)
+        out[n] = score_fn(w, w0, generator).float()
     return out
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lottery_common import DATA_ENV
+
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
-DATA_ENV = "LOTTERY_LAB_DATA"
 MNIST_FILES = {
     ("train", "images"): "train-images-idx3-ubyte",
     ("train", "labels"): "train-labels-idx1-ubyte",
@@ -109,17 +110,6 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wb") as fh:
         fh.write(payload)
-
-
-def default_data_dir() -> Path:
-    """``$LOTTERY_LAB_DATA`` if set, else ``<repo>/../shared/data`` if it exists, else ``~/.cache``."""
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env)
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if shared.is_dir():
-        return shared
-    return Path.home() / ".cache" / "lottery-lab" / "data"
 
 
 def find_idx_file(directory: str | os.PathLike, stem: str) -> Path | None:

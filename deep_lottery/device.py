@@ -3,7 +3,7 @@
 Every random draw of the backend comes from an explicit ``torch.Generator`` on the CPU (model
 initialization, data order, random pruning scores, tie breaks), so a fixed seed gives the same
 numbers on CPU and on a GPU up to floating-point summation order. Seeds of separate streams come
-from ``lottery_common.derive_seed`` (re-exported here), the derivation the experiment engine uses.
+from ``lottery_common.derive_seed``, the derivation the experiment engine uses.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from collections.abc import Iterator
 
 import torch
 
-from lottery_common import derive_seed as derive_seed  # re-exported: the project's one derivation
-
-from .._validation import check_int
+from lottery_common import check_int
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

@@ -1,4 +1,4 @@
-"""Input validation at the public boundary.
+"""Argument checks at the public boundary of every package.
 
 Every public function checks its arguments with these helpers, so a bad value raises a
 ``ValueError`` that names the argument, the value received and what is allowed, instead of a
