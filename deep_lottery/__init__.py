@@ -1,18 +1,20 @@
-"""PyTorch backend: data sets, models, masks and iterative magnitude pruning (IMP) with rewinding.
+"""The PyTorch backend (CPU or GPU) for deep-network lottery tickets.
 
-Layout (one job per module):
+Layout (one job per module; every extension point is a ``lottery_common.Registry``):
 
-* ``device``   -- device choice (cuda, mps, cpu), seeded generators, mixed precision on CUDA.
-* ``data``     -- MNIST / Fashion-MNIST (IDX files) and CIFAR-10/100 (python pickle batches) read
-  from a data directory by our own small readers, validation split, training subsample of size N,
-  symmetric label noise, and the sparse teacher's synthetic regression data.
-* ``models``   -- the one-hidden-layer student, Lenet-300-100, Lenet-5, Conv-2/4/6, ResNet-20,
-  VGG-16/19 with Gaussian Glorot or Kaiming initialization.
-* ``masks``    -- the ``Mask`` object (one boolean tensor per prunable weight) and its enforcement.
-* ``pruning``  -- pruning criteria and layer-wise / global magnitude pruning, computed on the device.
-* ``training`` -- the masked training loop with early-stopping bookkeeping.
-* ``imp``      -- the IMP driver (levels, rewinding, resume) and its controls.
-* ``tables``   -- per-level IMP records to one row of short lists (experiments) and back.
+* ``device``     -- device choice (cuda, mps, cpu), seeded generators, mixed precision on CUDA.
+* ``idx_files``, ``data`` -- MNIST / Fashion-MNIST (IDX files) and CIFAR-10/100 (python pickle
+  batches) read by our own small readers, validation split, training subsample of size N,
+  symmetric label noise, and the sparse teacher's synthetic data (through ``sparse_teacher.teacher``).
+* ``layers``     -- layer types (``LAYER_TYPES``): dense, masked, score (Edge-Popup).
+* ``models``     -- model builders (``MODELS``), written once against a layer type, and the
+  initializations (``INITS``).
+* ``masks``      -- the ``Mask`` object (one boolean tensor per prunable weight) and its enforcement.
+* ``pruning``    -- pruning criteria (``CRITERIA``) and layer-wise / global magnitude pruning.
+* ``training``   -- the one training loop (``OPTIMIZERS``, ``SCHEDULES``, step hooks, early stop).
+* ``imp``        -- the IMP driver (levels, rewinding, resume) and its control ``BRANCHES``.
+* ``edge_popup`` -- Edge-Popup score training, PGD in an l_inf ball, export to ``Mask`` + weights.
+* ``tables``     -- per-level IMP records to one row of short lists (experiments) and back.
 
 Decisions (by the project lead):
 

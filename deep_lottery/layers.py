@@ -180,6 +180,7 @@ class _ScoreMixin:
         """``m(S)`` (0/1, the weight's dtype); straight-through when the scores need gradients."""
         if torch.is_grad_enabled() and self.scores.requires_grad:
             return straight_through_top_k(self.scores, self.density).to(self.weight.dtype)
+        # not cached: fused optimizers update the scores without bumping their version counter
         return top_k_mask(self.scores.detach().abs(),
                           kept_count(self.density, self.scores.numel())).to(self.weight.dtype)
 
