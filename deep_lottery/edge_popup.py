@@ -170,7 +170,9 @@ def clip_report(initial: Mapping[str, torch.Tensor], final: Mapping[str, torch.T
     """How the PGD iterate sits in the ball, per layer and overall.
 
     Per layer: ``max |W - W_0|`` (``max_shift``), the share of weights with
-    ``|W - W_0| >= eps (1 - rtol)`` (``share_at_bound``), the initial weight standard deviation
+    ``|W - W_0| >= eps (1 - rtol) - u (|W_0| + eps)`` (``share_at_bound``; ``u`` the machine
+    epsilon of the weights' dtype: ``W_0 + clip(W - W_0)`` is rounded to it, so a clipped weight
+    can sit about an ulp of ``|W_0| + eps`` inside the ball), the initial weight standard deviation
     and ``eps`` relative to it. Overall: the largest shift and the share at the bound of all the
     weights together.
     """
@@ -179,7 +181,9 @@ def clip_report(initial: Mapping[str, torch.Tensor], final: Mapping[str, torch.T
     for n in names:
         w0 = initial[n].detach().double().cpu()
         shift = (final[n].detach().double().cpu() - w0).abs()
-        n_at = int((shift >= eps * (1 - rtol)).sum()) if eps > 0 else shift.numel()
+        dtype = final[n].dtype
+        slack = torch.finfo(dtype).eps * (w0.abs() + eps) if dtype.is_floating_point else 0.0
+        n_at = int((shift >= eps * (1 - rtol) - slack).sum()) if eps > 0 else shift.numel()
         std = float(w0.std())
         layers[n] = {"max_shift": float(shift.max()), "share_at_bound": n_at / shift.numel(),
                      "init_std": std, "eps_over_std": eps / std if std > 0 else float("inf")}

@@ -27,7 +27,7 @@ and a mismatch is refused (``run_directory`` names a folder by their hash, as op
 A cached level is reused only if the same code would compute it (the experiment engine's rule
 for saved rows): the folder name is ``lottery_common.stable_hash`` of the configuration, the
 ``extra`` settings and ``code_fingerprint()``, the digest of the syntax trees (docstrings and
-comments ignored) of this module, ``models`` and every module of ``sparse_teacher`` and
+comments ignored) of this module, ``models`` and every module of ``deep_lottery``, ``sparse_teacher`` and
 ``lottery_common`` they import. Editing that code moves the cache to a new folder; the old one is
 never read again (delete it to reclaim the space). Seeds of the random streams (pruning ties,
 reinitialization, random masks) come from ``lottery_common.derive_seed``, as in the engine.
@@ -62,7 +62,7 @@ _STREAM_PRUNE, _STREAM_REINIT, _STREAM_SHUFFLE, _STREAM_ONESHOT = (
     "imp/prune", "imp/reinit", "imp/random_prune", "imp/one_shot")
 
 CODE_MODULES = ("deep_lottery.imp", "deep_lottery.models")
-"""The modules whose code (with what they import from ``sparse_teacher`` and ``lottery_common``)
+"""The modules whose code (with what they import from our packages)
 computes a cached level: ``code_fingerprint`` hashes them."""
 
 
@@ -93,7 +93,7 @@ def _code_modules() -> dict[str, Path]:
 
 def code_fingerprint() -> str:
     """``stable_hash`` digest of the code that computes a level (``CODE_MODULES`` and what they
-    import from ``sparse_teacher`` and ``lottery_common``; docstrings and comments ignored)."""
+    import from our packages; docstrings and comments ignored)."""
     return modules_digest(_code_modules())
 
 

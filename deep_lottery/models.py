@@ -24,9 +24,10 @@ the fan-in of the subnetwork, ``density * fan_in``, so that a layer keeping a fr
 of its inputs has the output variance of a dense Kaiming layer. (The paper's form; the reference
 code multiplies the fan by ``1 - prune_rate`` instead, which agrees only at density 1/2.) A layer
 without a ``density`` (dense, masked) uses 1. Biases start at zero; BatchNorm has gamma ~ U(0, 1)
-and beta = 0 (open_lth ``bn_init='uniform'``). Score layers draw their scores after their weight.
-All draws come from one CPU ``torch.Generator`` seeded by ``seed``, so the same seed gives the same
-weights on every device.
+and beta = 0 (open_lth ``bn_init='uniform'``). Weights come from one CPU ``torch.Generator`` seeded
+by ``seed``, so the same seed gives the same weights on every device and in every layer type (a
+score model holds exactly the weights of the dense model of the same seed and init); the scores of
+score layers, U(+-1/sqrt(fan_in)), come from a second stream, ``derive_seed(seed, "scores")``.
 
 Each model names its output layer in ``output_layer`` (the ``.weight`` pruned at half rate in
 layer-wise IMP, or left out of global pruning), ``None`` for the student whose output is fixed.
@@ -42,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lottery_common import Registry, check_float, check_int
+from lottery_common import Registry, check_float, check_int, derive_seed
 
 from .device import generator
 from .layers import SCORE_LAYERS, LayerType, layer_type
@@ -363,6 +364,7 @@ def initialize(model: nn.Module, init: str, seed: int) -> nn.Module:
     """Draw every weight of ``model`` in place (see the module docstring); returns the model."""
     draw = INITS[init]
     g = generator(seed)
+    g_scores = generator(derive_seed(seed, "scores"))
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
@@ -371,7 +373,7 @@ def initialize(model: nn.Module, init: str, seed: int) -> nn.Module:
                     module.bias.zero_()
                 if isinstance(module, SCORE_LAYERS):
                     bound = 1.0 / math.sqrt(_fan_in(module.scores))
-                    module.scores.uniform_(-bound, bound, generator=g)
+                    module.scores.uniform_(-bound, bound, generator=g_scores)
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.uniform_(module.weight, 0.0, 1.0, generator=g)
                 module.bias.zero_()

@@ -32,15 +32,16 @@ import numpy as np
 from numba import njit
 
 from lottery_common import as_generator, check_array, check_float, check_int
+from lottery_common import memory as _memory
+from lottery_common.memory import check_memory
 
-from . import problem as _problem
 from .kernels import (
     _loss_grad_batch,
     _loss_grad_one,
     kernel_inputs,
     single_block_size,
 )
-from .problem import StudentProblem, check_memory
+from .problem import StudentProblem
 
 SUCCESS_THRESHOLD = 1e-4
 RATE_WINDOW = 200  # iterations used to fit the final linear rate
@@ -326,7 +327,7 @@ def _check_history_memory(max_iter: int, starts: int | None, track: bool) -> Non
     else:
         what = (f"run_agd_multistart: M = {starts} starts and max_iter = {max_iter} ({names} of "
                 f"{starts} x {max_iter + 1} doubles{each})")
-    cap = int(_problem.MEMORY_BUDGET // (8 * arrays * rows)) - 1  # read at call time
+    cap = int(_memory.MEMORY_BUDGET // (8 * arrays * rows)) - 1  # read at call time
     instead = f"use max_iter <= {cap}" + ("" if starts is None else " or fewer starts per call")
     check_memory(what, 8.0 * arrays * rows * (max_iter + 1), instead)
 

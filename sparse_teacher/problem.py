@@ -30,26 +30,6 @@ def aligned_empty(shape: tuple[int, ...], alignment: int = 64) -> np.ndarray:
 
 BLOCK_BUDGET = 131072  # doubles per sample block (1 MB), see StudentProblem.sample_blocks
 
-# Arrays whose size comes from a parameter rather than from the data the caller already holds
-# (AGD histories of max_iter entries, the K^3 design of the tensor initialisation) are refused
-# above this size, with a one-line ValueError, before they are allocated.
-MEMORY_BUDGET = 2 * 1024**3  # bytes
-
-
-def format_bytes(count: float) -> str:
-    """``count`` bytes as MB or GB (decimal, 3 significant digits)."""
-    return f"{count / 1e9:.3g} GB" if count >= 1e9 else f"{count / 1e6:.3g} MB"
-
-
-def check_memory(what: str, n_bytes: float, instead: str, budget: float | None = None) -> None:
-    """Refuse (one-line ValueError) an allocation of ``n_bytes`` above ``budget`` (default
-    ``MEMORY_BUDGET``): ``what`` names the call and the array, ``instead`` what to use instead."""
-    budget = MEMORY_BUDGET if budget is None else budget
-    if n_bytes > budget:
-        raise ValueError(f"{what} needs {format_bytes(n_bytes)}, above the "
-                         f"{format_bytes(budget)} allowed (sparse_teacher.problem.MEMORY_BUDGET); {instead}")
-
-
 @dataclass(frozen=True)
 class StudentProblem:
     """Training data of one student: ``XU`` (N, p), ``loc`` (K, r), labels ``y`` (N,)."""

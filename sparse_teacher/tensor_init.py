@@ -35,9 +35,9 @@ import scipy.optimize
 import scipy.sparse.linalg
 
 from lottery_common import as_generator, check_array, check_int
+from lottery_common import memory as _memory
+from lottery_common.memory import check_memory
 
-from . import problem as _problem
-from .problem import check_memory
 from .teacher import network_outputs, validate_supports
 
 SQRT_2PI = float(np.sqrt(2.0 * np.pi))
@@ -300,8 +300,8 @@ def resolve_signs_by_loss(W: np.ndarray, rows: np.ndarray, X: np.ndarray, y: np.
 
 
 def _budget_doubles() -> int:
-    """Doubles that fit in ``sparse_teacher.problem.MEMORY_BUDGET`` (read at call time)."""
-    return int(_problem.MEMORY_BUDGET // 8)
+    """Doubles that fit in ``lottery_common.memory.MEMORY_BUDGET`` (read at call time)."""
+    return int(_memory.MEMORY_BUDGET // 8)
 
 
 def _largest_cube(limit: int) -> int:

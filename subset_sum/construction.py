@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lottery_common import as_generator, check_array, check_float, check_int
-from sparse_teacher.problem import check_memory
+from lottery_common.memory import check_memory
 
 from .meet_in_middle import MAX_N as MITM_MAX_N
 from .meet_in_middle import meet_in_the_middle_batch
@@ -55,7 +55,7 @@ def random_network(widths: tuple[int, ...], n: int,
     """Draw G for a target of widths (d_0, ..., d_L) with 2n hidden units per input neuron.
 
     G holds sum_l 2n d_{l-1} d_l doubles (and :func:`construct` about three times that); above
-    ``sparse_teacher.problem.MEMORY_BUDGET`` it is refused with a ValueError before drawing.
+    ``lottery_common.memory.MEMORY_BUDGET`` it is refused with a ValueError before drawing.
     """
     n = check_int("n", n, minimum=1)
     if len(widths) < 2:

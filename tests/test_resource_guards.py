@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import lottery_common.memory as memory_module
 import sparse_teacher.problem as problem_module
 from subset_sum import (
     coverage_steps,
@@ -192,7 +193,7 @@ def test_rounded_dp_reports_whether_the_certificate_closes():
 
 
 def test_random_network_refuses_too_many_weights(monkeypatch):
-    monkeypatch.setattr(problem_module, "MEMORY_BUDGET", 8 * 1000)
+    monkeypatch.setattr(memory_module, "MEMORY_BUDGET", 8 * 1000)
     random_network((10, 5), 10, 0)  # 2 n d_0 d_1 = 1000 weights: allowed
     with pytest.raises(ValueError, match=(
             r"^random_network: widths \(10, 5\) with n = 11 \(1.1e\+03 random weights, .*\) needs "
@@ -226,10 +227,10 @@ def test_agd_refuses_histories_above_the_budget(small_problem, monkeypatch):
     from sparse_teacher.agd import run_agd, run_agd_multistart
 
     problem, W_star = small_problem
-    monkeypatch.setattr(problem_module, "MEMORY_BUDGET", 8 * 1000)
+    monkeypatch.setattr(memory_module, "MEMORY_BUDGET", 8 * 1000)
     with pytest.raises(ValueError, match=(
             r"^run_agd: max_iter = 1000 \(loss history of 1001 doubles\) needs 0.00801 MB, above "
-            r"the 0.008 MB allowed \(sparse_teacher.problem.MEMORY_BUDGET\); use max_iter <= 999$")):
+            r"the 0.008 MB allowed \(lottery_common.memory.MEMORY_BUDGET\); use max_iter <= 999$")):
         run_agd(problem, 0.9 * W_star, max_iter=1000)
     with pytest.raises(ValueError, match=r"loss and error histories of 1000 doubles each.*"
                                          r"max_iter <= 499$"):
@@ -260,7 +261,7 @@ def test_tensor_initialization_refuses_the_k_cubed_design(monkeypatch):
 
     teacher = draw_teacher(12, 3, 3, 0)
     data = make_dataset(teacher, 600, 1)
-    monkeypatch.setattr(problem_module, "MEMORY_BUDGET", 8 * 3**3)  # K <= 3
+    monkeypatch.setattr(memory_module, "MEMORY_BUDGET", 8 * 3**3)  # K <= 3
     four = np.arange(12).reshape(4, 3)
     with pytest.raises(ValueError, match=(
             r"^tensor_initialization: K = 4 neurons \(the \(4\^2, 4\) least-squares design of the "
@@ -327,7 +328,7 @@ def test_defaults_refuse_the_issue_cases_within_4_gb():
     assert lines["agd"] == (
         "ValueError | run_agd: max_iter = 1000000000 (loss and error histories of 1000000001 "
         "doubles each) needs 16 GB, above the 2.15 GB allowed "
-        "(sparse_teacher.problem.MEMORY_BUDGET); use max_iter <= 134217727")
+        "(lottery_common.memory.MEMORY_BUDGET); use max_iter <= 134217727")
     assert lines["network"].startswith("ValueError | random_network: widths (784, 500, 10) with "
                                        "n = 1000")
     assert time.perf_counter() - start < 120
