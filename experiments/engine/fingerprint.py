@@ -11,7 +11,7 @@
   ``version``). Without a ``claims`` module, that of ``run_cell`` is used.
 * ``digest`` covers the library code it calls: every module the experiment's module imports,
   transitively, found by a static scan of all its ``import``/``from`` statements (also those
-  inside functions), following only our packages (``sparse_teacher``, ``subset_sum``,
+  inside functions), following only our packages (``sparse_teacher``, ``subset_sum``, ``deep_lottery``,
   ``lottery_common`` and the helper modules of ``experiments``, e.g.
   ``zhang2021.teacher_instances`` and ``mnist_imp``), never the engine, the analysis, plotting,
   registry, catalog, report and command-line modules. ``lottery_common.seeds`` (every row's seed)
