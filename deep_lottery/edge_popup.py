@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -30,7 +30,7 @@ from .data import Splits
 from .layers import SCORE_LAYERS, kept_count, top_k_mask
 from .masks import Mask
 from .models import prunable_names
-from .training import TrainConfig, TrainResult, train
+from .training import StepHook, TrainConfig, TrainResult, train
 
 
 def score_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -154,14 +154,15 @@ class LInfProjection:
 
 
 def pgd_train(model: nn.Module, splits: Splits, cfg: TrainConfig, eps: float, *, task: str,
-              device: torch.device, names: Iterable[str] | None = None, progress: bool = False
-              ) -> TrainResult:
+              device: torch.device, names: Iterable[str] | None = None, progress: bool = False,
+              hooks: Sequence[StepHook] = ()) -> TrainResult:
     """Projected SGD in the l_inf ball of radius ``eps`` around the current weights of ``names``
-    (default: every prunable weight); Algorithm 1's first phase."""
+    (default: every prunable weight); Algorithm 1's first phase. ``hooks`` act on every step
+    before the projection (their ``after_step`` sees the unprojected iterate)."""
     model.to(device)
     projection = LInfProjection(model, prunable_names(model) if names is None else names, eps)
-    return train(model, None, splits, cfg, task=task, device=device, hooks=[projection],
-                 progress=progress, desc=f"pgd eps={eps:g}")
+    return train(model, None, splits, cfg, task=task, device=device,
+                 hooks=[*hooks, projection], progress=progress, desc=f"pgd eps={eps:g}")
 
 
 @torch.no_grad()

@@ -18,8 +18,8 @@ hidden-networks' ``Builder`` does), so the same architecture comes out
 Every type subclasses ``nn.Linear`` / ``nn.Conv2d``, so code that finds prunable layers by class
 (``prunable_names``) sees all of them. Ties among equal ``|S|`` at the k-th value are broken in
 favour of the lower flat index (row-major order), a rule that does not depend on the device or
-on the sort algorithm; ``top_k_mask`` finds the k-th value by selection (``torch.kthvalue``),
-not by sorting the whole layer.
+on the sort algorithm; ``top_k_mask`` finds the k-th value by selection (``numpy.partition`` on
+the CPU, ``torch.kthvalue`` elsewhere), not by sorting the whole layer.
 
 New flavours are one class pair plus ``@LAYER_TYPES.register(name)``.
 """
@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 (PyTorch's convention)
@@ -56,7 +57,11 @@ def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
         return torch.ones_like(values)
     if k == 0:
         return torch.zeros_like(values)
-    threshold = torch.kthvalue(flat, n - k + 1).values
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
+        # numpy's introselect is ~10x faster than torch.kthvalue on CPU; the same value
+        threshold = torch.as_tensor(np.partition(flat.numpy(), n - k)[n - k])
+    else:
+        threshold = torch.kthvalue(flat, n - k + 1).values
     above = flat > threshold
     at = flat == threshold
     keep = above | (at & (torch.cumsum(at, 0) <= k - above.sum()))

@@ -14,7 +14,8 @@ MODULES += [f"zhang2021.{m}" for m in ("convergence", "convex_radius", "sample_c
                                        "imp_synthetic", "imp_mnist")]
 MODULES += ["frankle2019.lth_lenet"]
 MODULES += ["pensia2020.lueker", "pensia2020.strong_lth_construction"]
-MODULES += ["xiong2023.perturbed_coverage"]
+MODULES += ["xiong2023.perturbed_coverage", "xiong2023.pgd_strong_lth", "xiong2023.gd_mask_descent"]
+MODULES += ["ramanujan2020.edge_popup"]
 
 for _module in MODULES:
     importlib.import_module(f"experiments.{_module}")

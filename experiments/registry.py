@@ -179,6 +179,10 @@ class Experiment:
     notice: Callable[[str], str | None] | None = None
     """``notice(size)``: one line the user must see before a run of that size (e.g. a fallback
     to other data), or None; the command line prints it."""
+    shared_seed_params: tuple[str, ...] = ()
+    """Grid parameters left out of the seed: cells that differ only in them get the same seed in
+    each trial (common random numbers: e.g. the same random network and data order at every
+    density, so that comparisons across those parameters are paired)."""
 
     def cell_problems(self, cell: Mapping[str, Any]) -> list[tuple[str, str]]:
         """``(parameter, what is wrong)`` for every rule the cell breaks (empty: a valid cell)."""

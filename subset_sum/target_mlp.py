@@ -1,8 +1,10 @@
-"""A bias-free ReLU MLP target F(x) = W_L relu(... relu(W_1 x)) and its plain-NumPy training.
+"""A bias-free ReLU MLP target F(x) = W_L relu(... relu(W_1 x)) in float64.
 
 The strong-lottery-ticket construction (spec Sec. 2.2) approximates such a target; biases are
-left out as in Pensia et al.'s fc2 target (784-500-10 without bias). Training: softmax
-cross-entropy, Adam (Kingma & Ba 2015, Algorithm 1) on mini-batches, Kaiming-normal init.
+left out as in Pensia et al.'s fc2 target (784-500-10 without bias). Weights are stored like
+torch ``Linear`` weights, (d_out, d_in). A trained target comes from the torch backend (the
+strong-LTH experiment trains ``deep_lottery``'s ``mlp`` and converts its weights); this module
+stays NumPy only.
 """
 
 from __future__ import annotations
@@ -56,63 +58,6 @@ def random_target(widths: tuple[int, ...], seed: int | np.random.Generator,
             w *= operator_norm / np.linalg.norm(w, 2)
         weights.append(w)
     return TargetMLP(tuple(weights))
-
-
-def loss_and_gradients(weights: tuple[np.ndarray, ...], X: np.ndarray,
-                       labels: np.ndarray) -> tuple[float, list[np.ndarray]]:
-    """Mean softmax cross-entropy of the MLP and its gradients by backpropagation."""
-    states = TargetMLP(tuple(weights)).hidden_states(X)
-    logits = states[-1]
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_prob = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    rows = np.arange(labels.size)
-    loss = -float(log_prob[rows, labels].mean())
-    delta = np.exp(log_prob)
-    delta[rows, labels] -= 1.0
-    delta /= labels.size
-    grads: list[np.ndarray] = [np.empty(0)] * len(weights)
-    for layer in range(len(weights) - 1, -1, -1):
-        grads[layer] = delta.T @ states[layer]
-        if layer > 0:
-            delta = (delta @ weights[layer]) * (states[layer] > 0)
-    return loss, grads
-
-
-def train_mlp(X: np.ndarray, labels: np.ndarray, hidden: tuple[int, ...], *, epochs: int = 5,
-              batch_size: int = 64, lr: float = 1e-3, seed: int | np.random.Generator = 0
-              ) -> tuple[TargetMLP, list[float]]:
-    """Train a bias-free ReLU MLP (d_0, *hidden, classes) with Adam; returns (model, losses)."""
-    X = check_array("X", X, ndim=2)
-    labels = check_array("labels", labels, shape=(X.shape[0],), dtype=np.int64)
-    epochs = check_int("epochs", epochs, minimum=1)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
-    lr = check_float("lr", lr, low=0.0, low_open=True)
-    if labels.size == 0 or labels.min() < 0:
-        raise ValueError("labels must be a non-empty array of integers >= 0")
-    rng = as_generator(seed)
-    classes = int(labels.max()) + 1
-    weights = [w.copy() for w in random_target((X.shape[1], *hidden, classes), rng).weights]
-    first = [np.zeros_like(w) for w in weights]
-    second = [np.zeros_like(w) for w in weights]
-    beta1, beta2, tiny = 0.9, 0.999, 1e-8
-    step = 0
-    losses = []
-    for _ in range(epochs):
-        order = rng.permutation(X.shape[0])
-        total = 0.0
-        for start in range(0, X.shape[0], batch_size):
-            idx = order[start:start + batch_size]
-            loss, grads = loss_and_gradients(tuple(weights), X[idx], labels[idx])
-            total += loss * idx.size
-            step += 1
-            for layer, grad in enumerate(grads):
-                first[layer] = beta1 * first[layer] + (1 - beta1) * grad
-                second[layer] = beta2 * second[layer] + (1 - beta2) * grad**2
-                m_hat = first[layer] / (1 - beta1**step)
-                v_hat = second[layer] / (1 - beta2**step)
-                weights[layer] -= lr * m_hat / (np.sqrt(v_hat) + tiny)
-        losses.append(total / X.shape[0])
-    return TargetMLP(tuple(weights)), losses
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -15,7 +15,7 @@ from subset_sum.construction import (
     random_network,
     unit_signs,
 )
-from subset_sum.target_mlp import loss_and_gradients, random_target, train_mlp
+from subset_sum.target_mlp import TargetMLP, random_target
 
 WIDTHS = (5, 4, 3)
 
@@ -122,31 +122,39 @@ def test_construct_rejects_mismatched_widths(target):
         random_network(WIDTHS, 0, 0)
 
 
-def test_mlp_gradients_match_finite_differences():
-    rng = np.random.default_rng(2)
-    model = random_target((6, 5, 3), rng)
-    X = rng.normal(size=(20, 6))
-    labels = rng.integers(0, 3, 20)
-    _, grads = loss_and_gradients(model.weights, X, labels)
-    h = 1e-6
-    for layer, w in enumerate(model.weights):
-        for index in [(0, 0), (1, 2), (w.shape[0] - 1, w.shape[1] - 1)]:
-            plus = [x.copy() for x in model.weights]
-            minus = [x.copy() for x in model.weights]
-            plus[layer][index] += h
-            minus[layer][index] -= h
-            numeric = (loss_and_gradients(tuple(plus), X, labels)[0]
-                       - loss_and_gradients(tuple(minus), X, labels)[0]) / (2 * h)
-            assert grads[layer][index] == pytest.approx(numeric, rel=1e-5, abs=1e-8)
-
-
-def test_train_mlp_learns_a_separable_problem():
+def test_torch_trained_target_learns_a_separable_problem():
+    """The strong-LTH target is trained by deep_lottery's loop (Adam, cross-entropy) and comes
+    back as a float64 TargetMLP of the requested widths."""
+    pytest.importorskip("torch")
     rng = np.random.default_rng(3)
     X = np.abs(rng.normal(size=(400, 8)))
     labels = (X[:, 0] > X[:, 1]).astype(np.int64)
-    model, losses = train_mlp(X, labels, (16,), epochs=20, lr=1e-2, seed=0)
-    assert losses[-1] < 0.5 * losses[0]
+    model = slth.train_target(X, labels, X[:100], labels[:100], 16, epochs=20, lr=1e-2, seed=0)
+    assert isinstance(model, TargetMLP) and model.widths == (8, 16, 2)
+    assert all(w.dtype == np.float64 for w in model.weights)
     assert np.mean(np.argmax(model(X), 1) == labels) >= 0.9
+    again = slth.train_target(X, labels, X[:100], labels[:100], 16, epochs=20, lr=1e-2, seed=0)
+    for w, v in zip(model.weights, again.weights, strict=True):  # one seed, one target
+        np.testing.assert_array_equal(w, v)
+
+
+@pytest.mark.parametrize("hidden", [(5,), (7, 4)])
+def test_conversion_to_target_mlp_reproduces_the_torch_logits(hidden):
+    torch = pytest.importorskip("torch")
+    from deep_lottery.models import build_model
+
+    model = build_model("mlp", hidden=hidden, bias=False, init="kaiming_normal", seed=3,
+                        num_classes=3, input_shape=(1, 1, 6))
+    target = slth.to_target_mlp(model)
+    assert target.widths == (6, *hidden, 3)
+    X = np.random.default_rng(4).normal(size=(50, 6)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(X)).double().numpy()
+    np.testing.assert_allclose(target(X.astype(np.float64)), expected, rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())
+    with pytest.raises(ValueError, match="bias-free"):
+        slth.to_target_mlp(build_model("mlp", hidden=hidden, bias=True, seed=3, num_classes=3,
+                                       input_shape=(1, 1, 6)))
 
 
 def _fake_mnist(folder, count=200):

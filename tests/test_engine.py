@@ -403,3 +403,17 @@ def test_parallel_settings_are_checked():
         Selection("medium")
     with pytest.raises(ValueError, match="trials must be >= 1"):
         Selection(trials=0)
+
+
+def test_shared_seed_params_pair_cells_that_differ_only_in_them():
+    """Cells differing only in a shared parameter get the same seed per trial; others do not."""
+    toy = dataclasses.replace(make_toy(), shared_seed_params=("x",))
+    tasks = expand_tasks(toy, Selection())
+    seeds = {(t.params["x"], t.params["n"], t.trial): t.seed for t in tasks}
+    for (_x, n, trial), seed in seeds.items():
+        assert seed == seeds[(0.5, n, trial)]  # every x of the same (n, trial) shares the seed
+    assert seeds[(0.5, 1, 0)] != seeds[(0.5, 2, 0)]  # n is not shared
+    assert seeds[(0.5, 1, 0)] != seeds[(0.5, 1, 1)]  # nor the trial
+    plain = {(t.params["x"], t.params["n"], t.trial): t.seed for t in expand_tasks(make_toy(),
+                                                                                    Selection())}
+    assert len(set(plain.values())) == len(plain)  # without it every (cell, trial) differs

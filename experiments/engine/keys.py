@@ -177,15 +177,19 @@ def check_cells(experiment: Experiment, cells: Iterable[Mapping[str, Any]],
 
 
 def expand_tasks(experiment: Experiment, selection: Selection) -> list[Task]:
-    """Every (cell, trial) of the selection, in grid order, with its derived seed."""
+    """Every (cell, trial) of the selection, in grid order, with its derived seed (from the cell's
+    parameters less the experiment's ``shared_seed_params``)."""
     size = experiment.size(selection.size)
     trials = selection.trials if selection.trials is not None else size.trials
     trials = check_int(f"trials of {experiment.name!r}", trials, minimum=1)
+    shared = set(experiment.shared_seed_params)
     tasks = []
     for key, params in expand_cells(experiment, selection).items():
+        seed_key = canonical_key({k: v for k, v in params.items() if k not in shared}) \
+            if shared else key
         for trial in range(trials):
             tasks.append(Task(len(tasks), params, key, trial,
-                              derive_seed(selection.seed, experiment.name, key, trial)))
+                              derive_seed(selection.seed, experiment.name, seed_key, trial)))
     return tasks
 
 

@@ -8,18 +8,22 @@ weight gets its own exact subset-sum problem (meet in the middle; interval DP fo
 Sec. 2.1-2.2, 8.3). Claims: the sup output error decays like 2^(-c n) and falls with eps at fixed n;
 the measured error never exceeds the bound the construction guarantees.
 
-Target: a bias-free 784-h-10 ReLU MLP trained with NumPy Adam on the first 8000 images of the
-MNIST test split (the only split shipped in ../shared/data/mnist); errors and accuracies are
-measured on the last 2000. Without the files (a fresh clone): a random Kaiming target on
-Unif[0, 1] inputs, whose own predictions serve as labels. Which target a run used is never silent:
-the command line prints a note before the run (``notice``), every row records it (``data``:
-"mnist" or "random"), and the figure title and every claim's measured text name it. A corrupted
-MNIST file stops the run before it starts (``missing_data``) instead of failing every trial.
+Target: a bias-free 784-h-10 ReLU MLP trained by the project's one training loop
+(``deep_lottery.training.train``: Adam, cross-entropy, float32 on the CPU) on the first 8000
+images of the MNIST test split (the only split shipped in ../shared/data/mnist), pixels scaled to
+[0, 1], then converted to a float64 ``TargetMLP``; errors and accuracies are measured on the last
+2000. torch is imported only when a target is trained. Without the files (a fresh clone): a
+random Kaiming target on Unif[0, 1] inputs, whose own predictions serve as labels. Which target
+a run used is never silent: the command line prints a note before the run (``notice``), every
+row records it (``data``: "mnist" or "random"), and the figure title and every claim's measured
+text name it. A corrupted MNIST file stops the run before it starts (``missing_data``) instead
+of failing every trial.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +41,7 @@ from deep_lottery.idx_files import (
 from lottery_common import DATA_ENV, default_data_dir
 from subset_sum.construction import a_priori_bound, construct, random_network
 from subset_sum.meet_in_middle import MAX_N
-from subset_sum.target_mlp import TargetMLP, accuracy, random_target, train_mlp
+from subset_sum.target_mlp import TargetMLP, accuracy, random_target
 
 from ..analysis import claim, fit_line
 from ..plotting import figure, legend, save_figure
@@ -46,6 +50,8 @@ from ..registry import Experiment, Param, Size, register
 TARGET_SEED = 0  # the target (and its data split) is fixed; trials redraw G
 TRAIN_FRACTION = 0.8  # first 80% of the MNIST test split trains the target (8000 of 10000)
 EPOCHS = 5
+BATCH_SIZE = 64
+LEARNING_RATE = 1e-3
 FIT_FROM_N = 12  # the sup error is exponential once n exceeds ~log2(number of weights) (union bound)
 
 
@@ -100,9 +106,60 @@ def _load_target(hidden: int, folder: str | None) -> tuple[TargetMLP, np.ndarray
     inputs = images.reshape(images.shape[0], -1).astype(np.float64) / 255.0
     labels = labels.astype(np.int64)
     rows = int(TRAIN_FRACTION * inputs.shape[0])
-    target, _ = train_mlp(inputs[:rows], labels[:rows], (hidden,), epochs=EPOCHS,
+    target = train_target(inputs[:rows], labels[:rows], inputs[rows:], labels[rows:], hidden,
                           seed=TARGET_SEED)
     return target, inputs[rows:], labels[rows:], "mnist"
+
+
+def train_target(inputs: np.ndarray, labels: np.ndarray, val_inputs: np.ndarray,
+                 val_labels: np.ndarray, hidden: int, *, epochs: int = EPOCHS,
+                 seed: int = TARGET_SEED, lr: float = LEARNING_RATE) -> TargetMLP:
+    """Train a bias-free d_0-hidden-classes ReLU MLP with ``deep_lottery`` and return it as a
+    float64 ``TargetMLP``.
+
+    ``build_model("mlp", bias=False, init="kaiming_normal")`` (weights N(0, 2 / fan_in)), then
+    ``train`` with Adam (``lr``, batch ``BATCH_SIZE``) for ``epochs`` passes, minimizing the mean
+    softmax cross-entropy; the weights after the last step are kept (the validation inputs only
+    feed the loop's per-epoch evaluation). One CPU thread, so every worker process trains the
+    same target.
+    """
+    import torch
+
+    from deep_lottery.data import Splits, TensorData
+    from deep_lottery.models import build_model
+    from deep_lottery.training import TrainConfig, train
+
+    classes = int(max(labels.max(), val_labels.max())) + 1
+    model = build_model("mlp", hidden=(int(hidden),), bias=False, init="kaiming_normal",
+                        seed=int(seed), num_classes=classes, input_shape=(1, 1, inputs.shape[1]))
+
+    def tensors(x: np.ndarray, y: np.ndarray) -> TensorData:
+        return TensorData(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                          torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)))
+
+    validation = tensors(val_inputs, val_labels)
+    splits = Splits(tensors(inputs, labels), validation, validation, classes,
+                    {"source": "strong-lth target"})
+    per_epoch = math.ceil(inputs.shape[0] / BATCH_SIZE)
+    config = TrainConfig(iterations=epochs * per_epoch, batch_size=BATCH_SIZE, optimizer="adam",
+                         lr=lr, amp=False, eval_every=per_epoch, data_order_seed=int(seed))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(model, None, splits, config, task="classification", device=torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    return to_target_mlp(model)
+
+
+def to_target_mlp(model: Any) -> TargetMLP:
+    """The float64 ``TargetMLP`` of a bias-free ``deep_lottery`` MLP: its Linear weights in
+    order, each (d_out, d_in) as in torch."""
+    layers = [*model.hidden, model.fc]
+    if any(layer.bias is not None for layer in layers):
+        raise ValueError("the target MLP must be bias-free (build_model('mlp', bias=False))")
+    return TargetMLP(tuple(layer.weight.detach().to("cpu").double().numpy().copy()
+                           for layer in layers))
 
 
 load_target.cache_clear = _load_target.cache_clear  # type: ignore[attr-defined]  # (tests)
@@ -364,7 +421,7 @@ EXPERIMENT = register(Experiment(
     quick=Size(grids=[{"hidden": [32], "n": [4, 8, 12, 14, 16, 18, 20, 22], "eps": [0.0]},
                       {"hidden": [32], "n": [10],
                        "eps": [0.0, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]}],
-               trials=2, estimate="~2 min"),
+               trials=4, estimate="~1 min"),
     full=Size(grids=[{"hidden": [100], "n": [4, 8, 12, 14, 16, 18, 20, 22, 24], "eps": [0.0]},
                      {"hidden": [100], "n": [10],
                       "eps": [0.0, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1, 3e-1]}],
@@ -377,15 +434,19 @@ EXPERIMENT = register(Experiment(
     notice=fallback_notice,
     params={"hidden": Param("int", low=1), "n": Param("int", low=1, high=MAX_N),
             "eps": Param("float", low=0)},
-    notes="Target: bias-free 784-h-10 ReLU MLP, Adam (lr 1e-3, batch 64, 5 epochs, seed 0) on "
-          "the first 8000 images of the MNIST test split (no training split is shipped); errors "
-          "and accuracies on the last 2000. G: Xiong's +-1 construction, 2n units per input "
-          "neuron with fixed first-layer weights +-1, second-layer weights Unif[-1, 1] (same "
-          "units as the target weights, no rescaling). Pixels are >= 0, so layer 1 uses only the "
-          "positive half (as every later layer); the negative half is pruned. Exact per-weight "
-          "solvers: meet in the middle (eps = 0), interval DP (eps > 0). Sup-norm error = max over "
-          "the 2000 held-out inputs and 10 logits. The sup error is dominated by the hardest "
-          "of the ~25k weights (e.g. few negative values among n draws), so its exponential "
-          "decay is fitted for n >= 12 (past log2 of the weight count); the median per-weight "
-          "error is fitted at every n.",
+    requires=("torch",),
+    version=2,
+    notes="Target: bias-free 784-h-10 ReLU MLP (deep_lottery 'mlp', Kaiming-normal init, seed 0) "
+          "trained by deep_lottery.training.train (Adam lr 1e-3, batch 64, 5 epochs, float32, "
+          "one CPU thread, data order seed 0) on the first 8000 images of the MNIST test split "
+          "(no training split is shipped), pixels / 255; weights converted to float64 for the "
+          "construction; errors and accuracies on the last 2000. G: Xiong's +-1 construction, "
+          "2n units per input neuron with fixed first-layer weights +-1, second-layer weights "
+          "Unif[-1, 1] (same units as the target weights, no rescaling). Pixels are >= 0, so "
+          "layer 1 uses only the positive half (as every later layer); the negative half is "
+          "pruned. Exact per-weight solvers: meet in the middle (eps = 0), interval DP (eps > 0). "
+          "Sup-norm error = max over the 2000 held-out inputs and 10 logits. The sup error is "
+          "dominated by the hardest of the ~25k weights (e.g. few negative values among n "
+          "draws), so its exponential decay is fitted for n >= 12 (past log2 of the weight "
+          "count); the median per-weight error is fitted at every n.",
 ))
