@@ -13,13 +13,13 @@ the same thread count on every side (1 by default, ``--threads``), in iterations
   straight-through backward), ``weight * subnet`` into ``F.linear``, ``torch.optim.SGD`` over
   the scores, batches by indexing a shuffled permutation;
 * ours, same loop: our ``ScoreLinear`` model (``build_model("mlp", layers="score")``; top-k by
-  selection, ``torch.kthvalue``) in exactly the reference's loop and optimizer. It starts from
-  the reference's weights and scores and sees the same batches, so both train the same thing
-  (with k = 1/2 and an even ``numel`` both keep ``numel / 2`` weights per layer): the scores of
-  a short run are compared before timing. They agree bit for bit until two ``|S|`` tie at the
-  threshold, which the reference's sort breaks arbitrarily and ours by the lower flat index
-  (with 235,200 float32 scores in one layer that happens within tens of iterations); the runs
-  then diverge as any two chaotic trajectories do;
+  selection: ``numpy.partition`` on the CPU, ``torch.kthvalue`` elsewhere) in exactly the
+  reference's loop and optimizer. It starts from the reference's weights and scores and sees the
+  same batches, so both train the same thing (with k = 1/2 and an even ``numel`` both keep
+  ``numel / 2`` weights per layer): the scores of a short run are compared before timing. They
+  agree bit for bit until two ``|S|`` tie at the threshold, which the reference's sort breaks
+  arbitrarily and ours by the lower flat index (with 235,200 float32 scores in one layer that
+  happens within tens of iterations); the runs then diverge as any two chaotic trajectories do;
 * ours, ``train_scores``: the project's training loop (fused SGD where available, epoch-seeded
   batches; evaluation only at the start and end, over a 2,560-example training split and tiny
   validation / test splits).
@@ -204,7 +204,7 @@ def mask_cost(shape: tuple[int, ...], density: float, rounds: int, calls: int
     ours_mask = top_k_mask(magnitudes, k)
     reference_mask = GetSubnet.forward(None, magnitudes, density)
     assert torch.equal(ours_mask, reference_mask), "the two masks differ"
-    methods = {"ours: top_k_mask (kthvalue)": lambda: top_k_mask(magnitudes, k),
+    methods = {"ours: top_k_mask (selection)": lambda: top_k_mask(magnitudes, k),
                "reference: GetSubnet (full sort)": lambda: GetSubnet.forward(None, magnitudes,
                                                                              density)}
     for fn in methods.values():  # warm-up
