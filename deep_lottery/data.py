@@ -153,6 +153,27 @@ def missing_mnist_files(name: str, splits: Sequence[str], data_dir: str | os.Pat
             f"folder that holds them)")
 
 
+CIFAR_FILES = {"cifar10": tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",),
+               "cifar100": ("train", "test")}
+"""The python pickle batches of each CIFAR archive (inside its folder, ``CIFAR_ARCHIVES``)."""
+
+
+def missing_cifar_files(name: str, data_dir: str | os.PathLike | None = None) -> str | None:
+    """None when every batch of CIFAR ``name`` is on disk, else one line naming the missing files,
+    the folder they go in and the archive to unpack there (cheap: no file is read)."""
+    if name not in CIFAR_FILES:
+        raise ValueError(f"CIFAR data set must be one of {tuple(CIFAR_FILES)}, got {name!r}")
+    directory = resolve_data_dir(data_dir)
+    url, _, folder_name = CIFAR_ARCHIVES[name]
+    folder = directory / folder_name
+    absent = [f for f in CIFAR_FILES[name] if not (folder / f).is_file()]
+    if not absent:
+        return None
+    return (f"{name} files {', '.join(absent)} not found in {folder}: download {url} and unpack "
+            f"it in {directory} (it creates {folder_name}/), or set ${DATA_ENV} to the folder "
+            f"that holds {folder_name}/")
+
+
 def unreadable_mnist_files(name: str, splits: Sequence[str],
                            data_dir: str | os.PathLike | None = None) -> str | None:
     """None when the files of every split of ``name`` that are on disk read back, else one line

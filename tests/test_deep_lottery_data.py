@@ -231,3 +231,19 @@ def test_real_mnist_test_split() -> None:
     if vdata.missing_mnist_files("mnist", ("train",), REAL_DATA) is not None:
         with pytest.raises(FileNotFoundError, match="train"):
             vision_splits("mnist", data_dir=REAL_DATA)
+
+
+def test_missing_cifar_files_names_files_folder_and_archive(tmp_path):
+    from deep_lottery.data import CIFAR_FILES, missing_cifar_files
+
+    text = missing_cifar_files("cifar10", tmp_path)
+    assert "data_batch_1" in text and "test_batch" in text and "cifar-10-python.tar.gz" in text
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in CIFAR_FILES["cifar10"][:-1]:
+        (folder / name).write_bytes(b"")
+    assert missing_cifar_files("cifar10", tmp_path).split(" not found")[0] == "cifar10 files test_batch"
+    (folder / "test_batch").write_bytes(b"")
+    assert missing_cifar_files("cifar10", tmp_path) is None
+    with pytest.raises(ValueError, match="cifar10"):
+        missing_cifar_files("svhn", tmp_path)

@@ -130,27 +130,11 @@ def check(cell: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         yield ("n_test", f"n_test must be at most {CIFAR_TEST} (the CIFAR-10 test split; 0: all)")
 
 
-def missing_cifar10() -> str | None:
-    """None when the six CIFAR-10 python batches are on disk, else which are missing, where they
-    go and where to get them (existence only: the files are not read)."""
-    from deep_lottery.data import CIFAR_ARCHIVES
-    from lottery_common import DATA_ENV, resolve_data_dir
-
-    directory = resolve_data_dir(None)
-    url, _, folder_name = CIFAR_ARCHIVES["cifar10"]
-    folder = directory / folder_name
-    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    absent = [f for f in files if not (folder / f).is_file()]
-    if not absent:
-        return None
-    return (f"cifar10 files {', '.join(absent)} not found in {folder}: download {url} and unpack "
-            f"it in {directory} (it creates {folder_name}/), or set ${DATA_ENV} to the folder "
-            f"that holds {folder_name}/")
-
-
 def missing_data(size: str) -> str | None:
     """The quick size re-splits the MNIST test split; the full size needs CIFAR-10."""
-    return missing_mnist("quick") if size == "quick" else missing_cifar10()
+    from deep_lottery.data import missing_cifar_files
+
+    return missing_mnist("quick") if size == "quick" else missing_cifar_files("cifar10")
 
 
 def _splits(params: dict[str, Any]) -> Any:
