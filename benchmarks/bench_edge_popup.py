@@ -44,10 +44,11 @@ from typing import Any
 
 import pandas as pd
 import torch
+from mnist_shaped_data import mnist_or_gaussian
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from deep_lottery.data import Splits, TensorData, vision_splits
+from deep_lottery.data import Splits
 from deep_lottery.device import generator
 from deep_lottery.edge_popup import train_scores
 from deep_lottery.layers import kept_count, top_k_mask
@@ -119,19 +120,6 @@ def reference_model(density: float) -> nn.Module:
     model = ReferenceMLP(density)
     model.load_state_dict(ours_model(density).state_dict())
     return model
-
-
-def make_data() -> tuple[Splits, str]:
-    n = N_TRAIN
-    try:
-        splits = vision_splits("mnist", n_train=n, n_val=100, n_test=100, test_split_only=True)
-        return splits, "MNIST test split"
-    except FileNotFoundError:
-        g = generator(0)
-        x = torch.randn(n + 200, 1, 28, 28, generator=g)
-        y = torch.randint(0, 10, (n + 200,), generator=g)
-        return Splits(TensorData(x[:n], y[:n]), TensorData(x[n:n + 100], y[n:n + 100]),
-                      TensorData(x[n + 100:], y[n + 100:]), 10), "Gaussian images"
 
 
 def plain_loop(model: nn.Module, splits: Splits, iterations: int) -> float:
@@ -235,7 +223,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--out", default="results/benchmarks/edge_popup.csv")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    splits, source = make_data()
+    splits, source = mnist_or_gaussian(N_TRAIN, 100)
     print(f"Edge-Popup 784-300-100-10 (no bias), density {args.density}, batch {BATCH}, SGD "
           f"lr {LR} momentum {MOMENTUM} wd {WEIGHT_DECAY}, {args.iterations} iterations x "
           f"{args.rounds} rounds, {args.threads} thread(s), data: {source}, "

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from mnist_shaped_data import mnist_or_gaussian
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from deep_lottery.data import Splits, TensorData, vision_splits
+from deep_lottery.data import Splits, TensorData
 from deep_lottery.device import generator
 from deep_lottery.masks import Mask
 from deep_lottery.models import build_model
@@ -39,18 +40,6 @@ from deep_lottery.pruning import PruneConfig, keep_scores, prune
 from deep_lottery.training import TrainConfig, train
 
 BATCH, LR = 60, 1.2e-3
-
-
-def make_data(n: int) -> tuple[Splits, str]:
-    try:
-        splits = vision_splits("mnist", n_train=n, n_val=500, n_test=500, test_split_only=True)
-        return splits, "MNIST test split"
-    except FileNotFoundError:
-        g = generator(0)
-        x = torch.randn(n + 1000, 1, 28, 28, generator=g)
-        y = torch.randint(0, 10, (n + 1000,), generator=g)
-        return Splits(TensorData(x[:n], y[:n]), TensorData(x[n:n + 500], y[n:n + 500]),
-                      TensorData(x[n + 500:], y[n + 500:]), 10), "Gaussian images"
 
 
 def make_mask(model: nn.Module, levels: int = 5) -> Mask:
@@ -122,7 +111,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--out", default="results/benchmarks/imp.csv")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    splits, source = make_data(7000)
+    splits, source = mnist_or_gaussian(7000, 500)
     mask = make_mask(build_model("lenet_300_100", seed=0))
     print(f"Lenet-300-100, density {mask.density:.3f}, batch {BATCH}, Adam, {args.iterations} "
           f"iterations, {args.threads} thread(s), data: {source}, torch {torch.__version__}")
