@@ -253,13 +253,19 @@ def _one_shot(ctx: BranchContext, level: int) -> tuple[Mask, nn.Module]:
 def run_imp(make_model: Callable[[int], nn.Module], splits: Splits, config: IMPConfig, *,
             task: str, device: str | torch.device = "auto", branches: Sequence[str] = ("imp",),
             out_dir: str | os.PathLike | None = None, progress: bool = True,
-            extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+            extra: dict[str, Any] | None = None, checkpoint_every: int = 1000
+            ) -> list[dict[str, Any]]:
     """Run IMP (and the control ``branches``) and return one record per (branch, level).
 
     ``make_model(seed)`` returns a freshly initialized model on the CPU. Records hold ``branch``,
     ``level``, ``density``, ``num_kept``, ``early_stop_iteration``, ``val_loss_min``,
-    ``test_{loss,metric}_at_stop``, ``test_{loss,metric}_end``, ``train_{loss,metric}_end`` and
-    ``start_iteration``. ``extra`` (e.g. the data description) is stored with the hyperparameters.
+    ``test_{loss,metric}_at_stop``, ``test_{loss,metric}_end``, ``train_{loss,metric}_end``,
+    ``train_metric_at_stop``, ``images_per_second``, ``device``, ``start_iteration`` and
+    ``history`` (the evaluations of the level: iteration, validation and, with
+    ``TrainConfig.test_history``, test loss and metric). ``extra`` (e.g. the data description)
+    is stored with the hyperparameters. With ``out_dir``, each level also checkpoints every
+    ``checkpoint_every`` iterations (0: never) in its folder, so a killed run resumes inside the
+    level with the weights an uninterrupted run would have.
     """
     unknown = [b for b in branches if b != "imp" and b not in BRANCHES]
     if unknown or "imp" not in branches:
@@ -285,11 +291,15 @@ def run_imp(make_model: Callable[[int], nn.Module], splits: Splits, config: IMPC
     def run_level(branch: str, level: int, mask: Mask, model: nn.Module, start: int,
                   capture: int | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor],
                                                        dict[str, torch.Tensor] | None]:
+        level_dir = store.level_dir(branch, level)
         result = train(model, mask, splits, config.train, task=task, device=device,
                        start_iteration=start, capture_iteration=capture, progress=progress,
-                       desc=f"{branch} L{level}")
+                       desc=f"{branch} L{level}",
+                       checkpoint=None if level_dir is None else level_dir / "checkpoint.pth",
+                       checkpoint_every=checkpoint_every)
         record = {"branch": branch, "level": level, "density": mask.density,
-                  "num_kept": mask.num_kept, "start_iteration": start, **result.summary()}
+                  "num_kept": mask.num_kept, "start_iteration": start, "device": str(device),
+                  **result.summary(), "history": result.history}
         store.save(branch, level, record, mask.cpu(), result.final_state)
         return record, result.final_state, result.captured_state
 

@@ -96,16 +96,17 @@ class Lenet300100(nn.Module):
     output_layer = "fc.weight"
 
     def __init__(self, num_classes: int = 10, in_features: int = 784,
-                 layers: LayerType | None = None) -> None:
+                 layers: LayerType | None = None, dropout: float = 0.0) -> None:
         super().__init__()
         layers = layers or layer_type("dense")
         self.fc1 = layers.linear(in_features, 300)
         self.fc2 = layers.linear(300, 100)
         self.fc = layers.linear(100, num_classes)
+        self.drop = _dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.fc1(x.flatten(1)))
-        return self.fc(torch.relu(self.fc2(x)))
+        x = self.drop(torch.relu(self.fc1(x.flatten(1))))
+        return self.fc(self.drop(torch.relu(self.fc2(x))))
 
 
 class Lenet5(nn.Module):
@@ -137,13 +138,14 @@ class ConvNet(nn.Module):
     """Conv-2/4/6/8 (F&C Fig. 2; Ramanujan et al.): 3x3 convs (pad 1), 2x2 max-pools, fc 256-256.
 
     ``width`` multiplies every channel count (at least 1 channel); the first fc layer takes
-    whatever the convolutions leave of an ``in_channels x image_size x image_size`` input."""
+    whatever the convolutions leave of an ``in_channels x image_size x image_size`` input.
+    ``dropout`` (F&C Fig. 6 use 0.5) acts after each hidden fc layer."""
 
     output_layer = "fc.weight"
 
     def __init__(self, plan: Sequence[int | str], num_classes: int = 10, in_channels: int = 3,
                  image_size: int = 32, width: float = 1.0, bias: bool = True,
-                 layers: LayerType | None = None) -> None:
+                 layers: LayerType | None = None, dropout: float = 0.0) -> None:
         super().__init__()
         layers = layers or layer_type("dense")
         width = check_float("width", width, low=0.0, low_open=True)
@@ -164,10 +166,11 @@ class ConvNet(nn.Module):
         self.fc1 = layers.linear(channels * size * size, 256, bias=bias)
         self.fc2 = layers.linear(256, 256, bias=bias)
         self.fc = layers.linear(256, num_classes, bias=bias)
+        self.drop = _dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.fc1(self.features(x).flatten(1)))
-        return self.fc(torch.relu(self.fc2(x)))
+        x = self.drop(torch.relu(self.fc1(self.features(x).flatten(1))))
+        return self.fc(self.drop(torch.relu(self.fc2(x))))
 
 
 class _Block(nn.Module):
@@ -226,29 +229,41 @@ VGG_PLANS = {
 
 
 class VGG(nn.Module):
-    """open_lth ``cifar_vgg_16/19``: conv(+bias)-BN-ReLU, max-pools, AvgPool2d(2), fc 512-10."""
+    """open_lth ``cifar_vgg_16/19``: conv(+bias)-BN-ReLU, max-pools, average pool, fc 512-10.
+
+    open_lth's AvgPool2d(2) sees 2x2 maps on 32x32 inputs; the global average used here is the
+    same there and also fits other input sizes (1x1 maps on 28x28 MNIST). ``width`` multiplies
+    every channel count (at least 1)."""
 
     output_layer = "fc.weight"
 
     def __init__(self, plan: Sequence[int | str], num_classes: int = 10, in_channels: int = 3,
-                 layers: LayerType | None = None) -> None:
+                 layers: LayerType | None = None, width: float = 1.0) -> None:
         super().__init__()
         layers = layers or layer_type("dense")
+        width = check_float("width", width, low=0.0, low_open=True)
         modules: list[nn.Module] = []
         channels = in_channels
         for item in plan:
             if item == "M":
                 modules.append(nn.MaxPool2d(2))
             else:
-                modules += [layers.conv(channels, int(item), 3, padding=1),
-                            nn.BatchNorm2d(int(item)), nn.ReLU()]
-                channels = int(item)
+                out = max(1, round(int(item) * width))
+                modules += [layers.conv(channels, out, 3, padding=1),
+                            nn.BatchNorm2d(out), nn.ReLU()]
+                channels = out
         self.features = nn.Sequential(*modules)
         self.fc = layers.linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.avg_pool2d(self.features(x), 2)
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
         return self.fc(x.flatten(1))
+
+
+def _dropout(p: float) -> nn.Module:
+    """``nn.Dropout(p)``, or the identity for p = 0 (so models without dropout are unchanged)."""
+    p = check_float("dropout", p, low=0.0, high=1.0, high_open=True)
+    return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
 # --- registry of builders: (layers, num_classes, input_shape, **options) -> model -------------
@@ -277,9 +292,10 @@ def _mlp(*, layers: LayerType, num_classes: int, input_shape: Sequence[int] | No
 
 
 @MODELS.register("lenet_300_100")
-def _lenet_300_100(*, layers: LayerType, num_classes: int, input_shape: Sequence[int] | None
-                   ) -> nn.Module:
-    return Lenet300100(num_classes, math.prod(_shape(input_shape, MNIST_SHAPE)), layers=layers)
+def _lenet_300_100(*, layers: LayerType, num_classes: int, input_shape: Sequence[int] | None,
+                   dropout: float = 0.0) -> nn.Module:
+    return Lenet300100(num_classes, math.prod(_shape(input_shape, MNIST_SHAPE)), layers=layers,
+                       dropout=dropout)
 
 
 @MODELS.register("lenet5")
@@ -293,12 +309,12 @@ def _lenet5(*, layers: LayerType, num_classes: int, input_shape: Sequence[int] |
 
 def _conv_builder(plan_name: str) -> Callable[..., nn.Module]:
     def build(*, layers: LayerType, num_classes: int, input_shape: Sequence[int] | None,
-              width: float = 1.0, bias: bool = True) -> nn.Module:
+              width: float = 1.0, bias: bool = True, dropout: float = 0.0) -> nn.Module:
         c, h, w = _shape(input_shape, CIFAR_SHAPE)
         if h != w:
             raise ValueError(f"{plan_name} takes square images, got input_shape {(c, h, w)}")
         return ConvNet(CONV_PLANS[plan_name], num_classes, c, h, width=width, bias=bias,
-                       layers=layers)
+                       layers=layers, dropout=dropout)
     return build
 
 
@@ -313,10 +329,10 @@ def _resnet20(*, layers: LayerType, num_classes: int, input_shape: Sequence[int]
 
 
 def _vgg_builder(plan_name: str) -> Callable[..., nn.Module]:
-    def build(*, layers: LayerType, num_classes: int, input_shape: Sequence[int] | None
-              ) -> nn.Module:
+    def build(*, layers: LayerType, num_classes: int, input_shape: Sequence[int] | None,
+              width: float = 1.0) -> nn.Module:
         return VGG(VGG_PLANS[plan_name], num_classes, _shape(input_shape, CIFAR_SHAPE)[0],
-                   layers=layers)
+                   layers=layers, width=width)
     return build
 
 

@@ -26,9 +26,13 @@ training examples separately (``train_metric_noisy``, ``train_metric_clean``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -76,6 +80,7 @@ class TrainConfig:
     amp: bool = True
     eval_batch_size: int = 2000
     schedule: str = "step"
+    test_history: bool = False
 
     def __post_init__(self) -> None:
         check_int("iterations", self.iterations, minimum=1)
@@ -218,16 +223,47 @@ class BatchOrder:
         return self._perm[b * self.batch_size:(b + 1) * self.batch_size]
 
 
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it exists, else None; one of another run is refused."""
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("key") != key:
+        raise ValueError(f"{path} is a checkpoint of another training run (other settings or "
+                         f"start); delete it to start this run from its beginning")
+    return state
+
+
 def train(model: nn.Module, mask: Mask | None, splits: Splits, cfg: TrainConfig, *, task: str,
           device: torch.device, start_iteration: int = 0, capture_iteration: int | None = None,
-          progress: bool = False, desc: str = "train", hooks: Sequence[StepHook] = ()
+          progress: bool = False, desc: str = "train", hooks: Sequence[StepHook] = (),
+          checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 0
           ) -> TrainResult:
     """Train ``model`` (moved to ``device``) under ``mask`` (None: no mask) from
     ``start_iteration`` to ``cfg.iterations``; the state after ``capture_iteration`` steps is
     returned for rewinding. ``hooks`` act on every step after the mask's enforcement.
 
     ``splits`` should already live on ``device`` (``Splits.to``) to avoid per-batch copies.
+
+    With ``checkpoint`` (a file) and ``checkpoint_every = n``, the run saves every n iterations
+    the model, the optimizer, the early-stopping bookkeeping, the captured rewind state and the
+    random states (augmentation, dropout); the data order is a function of the iteration. A run
+    that finds the file resumes from it and ends with the same weights as an uninterrupted run;
+    the file is deleted once the run completes. ``hooks`` must then carry no state of their own.
+    Throughput (``extra["images_per_second"]``, training steps only, evaluations excluded) and
+    the training metric at the early-stopping iteration (``extra["train_metric_at_stop"]``)
+    are reported; ``cfg.test_history`` adds the test loss and metric at every evaluation to
+    ``history``. On CUDA, conv nets run channels-last.
     """
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, minimum=0)
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     start_iteration = check_int("start_iteration", start_iteration, minimum=0,
@@ -236,6 +272,9 @@ def train(model: nn.Module, mask: Mask | None, splits: Splits, cfg: TrainConfig,
         check_int("capture_iteration", capture_iteration, minimum=start_iteration,
                   maximum=cfg.iterations - 1)
     model.to(device)
+    channels_last = device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last:  # faster convolutions on CUDA; the CPU path keeps the default layout
+        model.to(memory_format=torch.channels_last)
     step_hooks: list[StepHook] = []
     if mask is not None:
         mask = mask.to(device)
@@ -248,23 +287,69 @@ def train(model: nn.Module, mask: Mask | None, splits: Splits, cfg: TrainConfig,
         else None
     train_x, train_y = splits.train.x, splits.train.y
     history: dict[str, list[float]] = {"iteration": [], "val_loss": [], "val_metric": []}
+    if cfg.test_history:
+        history.update(test_loss=[], test_metric=[])
     best_loss, best_it, best_state = math.inf, start_iteration, None
     captured = None
+    dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+    if dropout:  # dropout draws from the global generator: seed it, save it in checkpoints
+        torch.manual_seed(derive_seed(cfg.data_order_seed, "dropout", start_iteration))
+    eval_seconds = 0.0
 
     def checkpoint_eval(it: int) -> None:
-        nonlocal best_loss, best_it, best_state
+        nonlocal best_loss, best_it, best_state, eval_seconds
+        began = time.perf_counter()
         val_loss, val_metric = evaluate(model, splits.val, task, device, cfg.eval_batch_size,
                                         cfg.amp)
         history["iteration"].append(it)
         history["val_loss"].append(val_loss)
         history["val_metric"].append(val_metric)
+        if cfg.test_history:
+            test_loss, test_metric = evaluate(model, splits.test, task, device,
+                                              cfg.eval_batch_size, cfg.amp)
+            history["test_loss"].append(test_loss)
+            history["test_metric"].append(test_metric)
         if val_loss < best_loss:
             best_loss, best_it = val_loss, it
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        eval_seconds += time.perf_counter() - began
+
+    def snapshot(next_it: int) -> dict[str, Any]:
+        return {"key": resume_key, "iteration": next_it, "model": _cpu_state(model),
+                "optimizer": optimizer.state_dict(), "history": history, "best_loss": best_loss,
+                "best_it": best_it, "best_state": best_state, "captured": captured,
+                "augment_rng": None if aug_gen is None else aug_gen.get_state(),
+                "dropout_rng": torch.get_rng_state() if dropout else None,
+                "cuda_rng": (torch.cuda.get_rng_state_all()
+                             if dropout and device.type == "cuda" else None)}
+
+    resume_key = {"config": dataclasses.asdict(cfg), "task": task,
+                  "start_iteration": start_iteration, "capture_iteration": capture_iteration}
+    first = start_iteration
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        saved = load_checkpoint(checkpoint, resume_key)
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            history = saved["history"]
+            best_loss, best_it, best_state = saved["best_loss"], saved["best_it"], saved["best_state"]
+            captured = saved["captured"]
+            if aug_gen is not None:
+                aug_gen.set_state(saved["augment_rng"])
+            if dropout:
+                torch.set_rng_state(saved["dropout_rng"])
+                if saved["cuda_rng"] is not None:
+                    torch.cuda.set_rng_state_all(saved["cuda_rng"])
+            first = int(saved["iteration"])
 
     model.train()
-    steps = range(start_iteration, cfg.iterations)
+    began = time.perf_counter()
+    steps = range(first, cfg.iterations)
     for it in tqdm(steps, desc=desc, disable=not progress, leave=False, mininterval=1.0):
+        if checkpoint is not None and checkpoint_every and it > first \
+                and (it - start_iteration) % checkpoint_every == 0:
+            save_checkpoint(checkpoint, snapshot(it))
         if capture_iteration == it:
             captured = _cpu_state(model)
         if (it - start_iteration) % cfg.eval_every == 0:
@@ -275,6 +360,8 @@ def train(model: nn.Module, mask: Mask | None, splits: Splits, cfg: TrainConfig,
         x, y = train_x[idx], train_y[idx]
         if aug_gen is not None:
             x = augment_flip_crop(x, aug_gen)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, cfg.amp):
             out = model(x)
         loss = loss_fn(task, out, y)
@@ -285,13 +372,18 @@ def train(model: nn.Module, mask: Mask | None, splits: Splits, cfg: TrainConfig,
         optimizer.step()
         for hook in step_hooks:
             hook.after_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    step_seconds = time.perf_counter() - began - eval_seconds
     checkpoint_eval(cfg.iterations)
     final_state = _cpu_state(model)
     test_loss_end, test_metric_end = evaluate(model, splits.test, task, device,
                                               cfg.eval_batch_size, cfg.amp)
     train_loss_end, train_metric_end = evaluate(model, splits.train, task, device,
                                                 cfg.eval_batch_size, cfg.amp)
-    extra = {}
+    steps_run = cfg.iterations - first
+    extra = {"images_per_second": (steps_run * min(cfg.batch_size, len(splits.train))
+                                   / step_seconds if steps_run and step_seconds > 0 else math.nan)}
     noisy = splits.info.get("noisy_train_mask")
     if noisy is not None and bool(noisy.any()) and not bool(noisy.all()):
         # label noise (spec sec. 0): training metric on the relabelled and on the clean examples
@@ -303,11 +395,16 @@ def train(model: nn.Module, mask: Mask | None, splits: Splits, cfg: TrainConfig,
         extra["train_fraction_noisy"] = int(noisy.sum()) / noisy.numel()
     if best_state is None:  # the validation loss was never finite (diverged run)
         test_loss_stop, test_metric_stop = test_loss_end, test_metric_end
+        extra["train_metric_at_stop"] = train_metric_end
     else:
         model.load_state_dict(best_state)
         test_loss_stop, test_metric_stop = evaluate(model, splits.test, task, device,
                                                     cfg.eval_batch_size, cfg.amp)
+        _, extra["train_metric_at_stop"] = evaluate(model, splits.train, task, device,
+                                                    cfg.eval_batch_size, cfg.amp)
         model.load_state_dict(final_state)
+    if checkpoint is not None and checkpoint.exists():
+        checkpoint.unlink()  # the run is complete: its result supersedes the checkpoint
     return TrainResult(early_stop_iteration=best_it, val_loss_min=best_loss,
                        test_loss_at_stop=test_loss_stop, test_metric_at_stop=test_metric_stop,
                        test_loss_end=test_loss_end, test_metric_end=test_metric_end,
