@@ -181,16 +181,18 @@ def prune(model: nn.Module, mask: Mask, scores: Mapping[str, torch.Tensor], conf
     """The mask after ``levels`` levels' worth of pruning of ``mask`` by ``scores`` (one call)."""
     levels = check_int("levels", levels, minimum=0)
     new: dict[str, torch.Tensor] = {n: t.clone() for n, t in mask.items()}
+    unknown = [n for n in config.ignore if n not in new]
+    if unknown:
+        raise ValueError(f"ignore names {unknown} are not prunable tensors; allowed: {mask.names()}")
     if config.scope == "layerwise":
         for n, f in layer_fractions(model, mask, config).items():
+            if n in config.ignore:  # left as they are, as in global pruning
+                continue
             kept = int(mask[n].sum())
             f_total = 1.0 - (1.0 - f) ** levels
             n_drop = min(kept, math.floor(f_total * kept + 0.5))
             new[n] = drop_lowest(mask[n], scores[n], n_drop, generator)
         return Mask(new)
-    unknown = [n for n in config.ignore if n not in new]
-    if unknown:
-        raise ValueError(f"ignore names {unknown} are not prunable tensors; allowed: {mask.names()}")
     names = [n for n in mask.names() if n not in config.ignore]
     keep = torch.cat([mask[n].flatten() for n in names])
     score = torch.cat([scores[n].flatten().to(keep.device) for n in names])

@@ -225,3 +225,18 @@ def test_shuffle_mask_keeps_counts() -> None:
     glob = shuffle_mask(mask, "global", generator(1))
     assert all(int(layer[n].sum()) == int(mask[n].sum()) for n in mask.names())
     assert layer != mask and glob.num_kept == mask.num_kept
+
+
+def test_layerwise_pruning_leaves_ignored_tensors_alone():
+    from deep_lottery.device import generator as torch_generator
+
+    model = build_model("lenet_300_100", seed=0)
+    mask = Mask.ones_like(model)
+    scores = {n: p.detach().abs() for n, p in model.named_parameters() if n in mask.names()}
+    config = PruneConfig(fraction=0.2, scope="layerwise", ignore=("fc1.weight",))
+    pruned = prune(model, mask, scores, config, torch_generator(0), levels=2)
+    assert pruned.layer_density()["fc1.weight"] == 1.0
+    assert pruned.layer_density()["fc2.weight"] == pytest.approx(0.64, abs=1e-3)
+    with pytest.raises(ValueError, match="not prunable tensors"):
+        prune(model, mask, scores, PruneConfig(scope="layerwise", ignore=("nope",)),
+              torch_generator(0))
