@@ -203,7 +203,6 @@ def test_imp_on_tiny_mnist_files(mnist_dir: Path) -> None:
 
 
 def test_experiments_run_cell_plot_claims(mnist_dir: Path, tmp_path: Path) -> None:
-    from experiments.frankle2019 import lth_lenet
     from experiments.zhang2021 import imp_mnist, imp_synthetic
 
     row = imp_synthetic.run_cell({"N": 200, "levels": 2, "iterations": 40, "n_val": 50}, 3)
@@ -224,15 +223,7 @@ def test_experiments_run_cell_plot_claims(mnist_dir: Path, tmp_path: Path) -> No
     assert sum("verdict" in c for c in verdicts) == 2
     assert all(c["verdict"] in ("pass", "fail") if "verdict" in c else c["finding"]
                for c in verdicts)
-
-    row = lth_lenet.run_cell({**params, "levels": 3}, 2)
-    assert {"imp_density", "reinit_density", "one_shot_density"} <= set(row)
-    assert row["reinit_density"] == row["imp_density"][1:]
-    runs = pd.DataFrame([{**row, "trial": 0}])
-    lth_lenet.plot(runs, tmp_path / "lth")
-    assert (tmp_path / "lth.pdf").exists()
-    verdicts = lth_lenet.claims(runs)
-    assert len(verdicts) == 4 and all(c["verdict"] in ("pass", "fail") for c in verdicts)
+    # lth-lenet: tests/test_experiment_lth_lenet.py
 
 
 def _imp_mnist_runs(accuracy) -> pd.DataFrame:
