@@ -12,7 +12,8 @@ MODULES: list[str] = []
 MODULES += [f"zhang2021.{m}" for m in ("convergence", "convex_radius", "sample_complexity",
                                        "noise", "tensor_init", "local_convexity",
                                        "imp_synthetic", "imp_mnist")]
-MODULES += ["frankle2019.lth_lenet", "frankle2019.lth_deep"]
+MODULES += ["frankle2019.lth_lenet", "frankle2019.lth_conv", "frankle2019.lth_dropout",
+            "frankle2019.lth_deep"]
 MODULES += ["pensia2020.lueker", "pensia2020.strong_lth_construction"]
 MODULES += ["xiong2023.perturbed_coverage", "xiong2023.pgd_strong_lth", "xiong2023.gd_mask_descent"]
 MODULES += ["ramanujan2020.edge_popup"]
