@@ -22,6 +22,8 @@ from torch import nn
 
 from .models import prunable_names
 
+_set_grad_enabled = torch._C._set_grad_enabled
+
 
 class Mask:
     """``name -> bool tensor`` for each prunable weight of a model."""
@@ -38,7 +40,8 @@ class Mask:
                     raise ValueError(f"mask entry {name!r} must hold only 0 and 1")
                 t = t.bool()
             self._t[name] = t
-        self._float: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+        self._float: dict[tuple[str, torch.device, torch.dtype, tuple[int, ...]],
+                          torch.Tensor] = {}
 
     # construction -------------------------------------------------------------------------
     @classmethod
@@ -112,10 +115,14 @@ class Mask:
 
     # enforcement --------------------------------------------------------------------------
     def _as(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        key = (name, like.device, like.dtype)
+        """The mask ``name`` as 0/1 values with the device, dtype and memory layout (strides) of
+        ``like`` (cached). The layout matters on CUDA: ``torch._foreach_mul_`` takes its fused
+        fast path only when the paired tensors share strides, which channels-last conv weights
+        (and their gradients) do not with a contiguous mask."""
+        key = (name, like.device, like.dtype, like.stride())
         cached = self._float.get(key)
         if cached is None:
-            cached = self._t[name].to(device=like.device, dtype=like.dtype)
+            cached = torch.empty_like(like, requires_grad=False).copy_(self._t[name])
             self._float[key] = cached
         return cached
 
@@ -161,23 +168,35 @@ class Mask:
 
 
 class MaskEnforcer:
-    """Masks gradients before, and weights after, each optimizer step of one model."""
+    """Masks gradients before, and weights after, each optimizer step of one model.
+
+    Each call is one ``torch._foreach_mul_`` with autograd recording switched off directly
+    (``torch._C._set_grad_enabled``, what ``torch.no_grad`` does inside): a ``no_grad`` context
+    per call costs about 1.5 us more, a measurable share of a small model's step."""
 
     def __init__(self, mask: Mask, model: nn.Module) -> None:
         pairs = mask._pairs(model)
         self.params = [p for _, p in pairs]
         self.masks = [mask._as(n, p) for n, p in pairs]
 
-    @torch.no_grad()
     def before_step(self) -> None:
         grads = [p.grad for p in self.params]
-        if any(g is None for g in grads):
-            for g, m in zip(grads, self.masks):
-                if g is not None:
-                    g.mul_(m)
-        else:
-            torch._foreach_mul_(grads, self.masks)
+        previous = torch.is_grad_enabled()
+        _set_grad_enabled(False)
+        try:
+            try:
+                torch._foreach_mul_(grads, self.masks)
+            except TypeError:  # some parameter has no gradient (None): mask the others
+                for g, m in zip(grads, self.masks):
+                    if g is not None:
+                        g.mul_(m)
+        finally:
+            _set_grad_enabled(previous)
 
-    @torch.no_grad()
     def after_step(self) -> None:
-        torch._foreach_mul_(self.params, self.masks)
+        previous = torch.is_grad_enabled()
+        _set_grad_enabled(False)
+        try:
+            torch._foreach_mul_(self.params, self.masks)
+        finally:
+            _set_grad_enabled(previous)
