@@ -72,3 +72,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def learnable_mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder with learnable MNIST-format files (700 training, 200 test images)."""
+    pytest.importorskip("torch")
+    from test_deep_lottery_imp import write_learnable_mnist
+
+    root = tmp_path_factory.mktemp("data")
+    write_learnable_mnist(root / "mnist", 700, 200, seed=0)
+    return root

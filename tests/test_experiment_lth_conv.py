@@ -22,13 +22,8 @@ CONV_CLAIMS = ("reinit accuracy", "reinit speed", "random accuracy", "dense spee
 
 
 @pytest.fixture(scope="module")
-def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("torch")
-    from tests.test_deep_lottery_imp import write_learnable_mnist
-
-    root = tmp_path_factory.mktemp("data")
-    write_learnable_mnist(root / "mnist", 700, 200, seed=0)
-    return root
+def tiny_mnist(learnable_mnist_dir: Path) -> Path:
+    return learnable_mnist_dir
 
 
 def _params(data: Path, **changes) -> dict:

@@ -22,13 +22,8 @@ CLAIMS = ("reinit accuracy", "reinit speed", "random accuracy", "random speed", 
 
 
 @pytest.fixture(scope="module")
-def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("torch")
-    from test_deep_lottery_imp import write_learnable_mnist
-
-    root = tmp_path_factory.mktemp("data")
-    write_learnable_mnist(root / "mnist", 700, 200, seed=0)
-    return root
+def tiny_mnist(learnable_mnist_dir: Path) -> Path:
+    return learnable_mnist_dir
 
 
 def test_run_cell_row_holds_every_branch_and_history(tiny_mnist: Path, tmp_path: Path) -> None:
