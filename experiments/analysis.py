@@ -257,6 +257,17 @@ def finding(text: str, measured: Any) -> dict[str, Any]:
     return {"finding": text, "measured": _json_scalar(measured)}
 
 
+def throughput_finding(runs: pd.DataFrame) -> dict[str, Any] | None:
+    """The mean training throughput of the runs (``images_per_second``) and their devices, as a
+    finding; None when the table has no throughput column."""
+    if "images_per_second" not in runs.columns:
+        return None
+    speed = pd.to_numeric(runs["images_per_second"], errors="coerce")
+    devices = sorted(str(d) for d in runs.get("device", pd.Series(dtype=str)).dropna().unique())
+    return finding("training throughput (images/s, mean over runs) and device",
+                   f"{speed.mean():.0f} on {', '.join(devices) or 'unknown'}")
+
+
 def format_interval(estimate: float, ci: Sequence[float], digits: int = 3) -> str:
     """``"1.98 [1.90, 2.05]"``."""
     return f"{estimate:.{digits}g} [{ci[0]:.{digits}g}, {ci[1]:.{digits}g}]"

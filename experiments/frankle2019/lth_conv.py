@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from ..analysis import claim, finding
+from ..analysis import claim, finding, throughput_finding
 from ..plotting import figure, legend, save_figure
 from ..registry import Experiment, Param, Size, register
 from .imp_runs import IMP_PARAMS, ROW_FIELDS, check_sizes, missing_data, run_imp_cell
@@ -487,11 +487,9 @@ def _findings(runs: pd.DataFrame, table: pd.DataFrame, nets: list) -> list[dict[
     if levels:
         out.append(finding("test accuracy at early stop (%) per P_m, mean over trials: "
                            "ticket/reinit/random pruning", "; ".join(levels)))
-    if "images_per_second" in runs.columns:
-        speed = pd.to_numeric(runs["images_per_second"], errors="coerce")
-        devices = sorted(str(d) for d in runs.get("device", pd.Series(dtype=str)).dropna().unique())
-        out.append(finding("training throughput (images/s, mean over runs) and device",
-                           f"{speed.mean():.0f} on {', '.join(devices) or 'unknown'}"))
+    speed_record = throughput_finding(runs)
+    if speed_record is not None:
+        out.append(speed_record)
     return out
 
 

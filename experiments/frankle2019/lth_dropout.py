@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..analysis import claim, finding
+from ..analysis import claim, finding, throughput_finding
 from ..plotting import figure, legend, save_figure
 from ..registry import Experiment, Param, Size, register
 from . import lth_conv
@@ -272,11 +272,9 @@ def _findings(runs: pd.DataFrame, table: pd.DataFrame, cells: list) -> list[dict
     if levels:
         out.append(finding("test accuracy at early stop (%) per P_m, mean over trials: dropout "
                            "ticket / dropout reinit / ticket without dropout", "; ".join(levels)))
-    if "images_per_second" in runs.columns:
-        rate = pd.to_numeric(runs["images_per_second"], errors="coerce")
-        devices = sorted(str(d) for d in runs.get("device", pd.Series(dtype=str)).dropna().unique())
-        out.append(finding("training throughput (images/s, mean over runs) and device",
-                           f"{rate.mean():.0f} on {', '.join(devices) or 'unknown'}"))
+    speed_record = throughput_finding(runs)
+    if speed_record is not None:
+        out.append(speed_record)
     return out
 
 
