@@ -12,9 +12,16 @@ Layout (one job per module; every extension point is a ``lottery_common.Registry
 * ``masks``      -- the ``Mask`` object (one boolean tensor per prunable weight) and its enforcement.
 * ``pruning``    -- pruning criteria (``CRITERIA``) and layer-wise / global magnitude pruning.
 * ``training``   -- the one training loop (``OPTIMIZERS``, ``SCHEDULES``, step hooks, early stop).
+* ``step_rules`` -- how a step takes its gradient (``STEP_RULES``): plain, SAM, adaptive SAM, NVRM,
+  restricted to the mask.
+* ``regularizers`` -- penalties on the kept weights (``REGULARIZERS``): l2_norm, l2_init.
 * ``imp``        -- the IMP driver (levels, rewinding, resume) and its control ``BRANCHES``.
 * ``edge_popup`` -- Edge-Popup score training, PGD in an l_inf ball, export to ``Mask`` + weights.
 * ``tables``     -- per-level IMP records to one row of short lists (experiments) and back.
+* ``curvature``  -- Hessian of a ticket restricted to its mask (M H M): Hutchinson trace, top
+  eigenvalues, Lanczos / SLQ density, loss along a direction.
+* ``pac_bayes``  -- spike-and-slab and Gaussian PAC-Bayes bounds of a ticket (KL, kl^-1, bound
+  optimization, rigorous variant), expected sharpness, distances from the initialization.
 
 Decisions (by the project lead):
 

@@ -250,11 +250,21 @@ def _one_shot(ctx: BranchContext, level: int) -> tuple[Mask, nn.Module]:
     return mask, ctx.masked_start(seed, ctx.rewind_state, mask)
 
 
+@dataclass
+class LevelStates:
+    """What ``run_imp(states=...)`` fills in: the rewind point and, per (branch, level), the
+    level's mask and final weights (CPU tensors), for measurements on the trained tickets."""
+
+    rewind: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    levels: dict[tuple[str, int], tuple[Mask, dict[str, torch.Tensor]]] = dataclasses.field(
+        default_factory=dict)
+
+
 def run_imp(make_model: Callable[[int], nn.Module], splits: Splits, config: IMPConfig, *,
             task: str, device: str | torch.device = "auto", branches: Sequence[str] = ("imp",),
             out_dir: str | os.PathLike | None = None, progress: bool = True,
-            extra: dict[str, Any] | None = None, checkpoint_every: int = 1000
-            ) -> list[dict[str, Any]]:
+            extra: dict[str, Any] | None = None, checkpoint_every: int = 1000,
+            states: LevelStates | None = None) -> list[dict[str, Any]]:
     """Run IMP (and the control ``branches``) and return one record per (branch, level).
 
     ``make_model(seed)`` returns a freshly initialized model on the CPU. Records hold ``branch``,
@@ -265,7 +275,8 @@ def run_imp(make_model: Callable[[int], nn.Module], splits: Splits, config: IMPC
     ``TrainConfig.test_history``, test loss and metric). ``extra`` (e.g. the data description)
     is stored with the hyperparameters. With ``out_dir``, each level also checkpoints every
     ``checkpoint_every`` iterations (0: never) in its folder, so a killed run resumes inside the
-    level with the weights an uninterrupted run would have.
+    level with the weights an uninterrupted run would have. ``states`` (a ``LevelStates``), when
+    given, receives the rewind point and every level's mask and final weights.
     """
     unknown = [b for b in branches if b != "imp" and b not in BRANCHES]
     if unknown or "imp" not in branches:
@@ -318,6 +329,9 @@ def run_imp(make_model: Callable[[int], nn.Module], splits: Splits, config: IMPC
     bar.update()
     dense_final = final
     masks = {0: mask}
+    if states is not None:
+        states.rewind = rewind_state
+        states.levels[("imp", 0)] = (mask.cpu(), final)
 
     # IMP levels
     for level in range(1, config.levels + 1):
@@ -334,6 +348,8 @@ def run_imp(make_model: Callable[[int], nn.Module], splits: Splits, config: IMPC
             record, final, _ = run_level("imp", level, mask, model, k)
         masks[level] = mask
         records.append(record)
+        if states is not None:
+            states.levels[("imp", level)] = (mask.cpu(), final)
         bar.update()
 
     # controls
@@ -344,12 +360,13 @@ def run_imp(make_model: Callable[[int], nn.Module], splits: Splits, config: IMPC
         for level in range(1, config.levels + 1):
             loaded = store.load(branch, level)
             if loaded is not None:
-                records.append(loaded[0])
-                bar.update()
-                continue
-            mask, model = BRANCHES[branch](context, level)
-            record, _, _ = run_level(branch, level, mask, model, k)
+                record, mask, final = loaded
+            else:
+                mask, model = BRANCHES[branch](context, level)
+                record, final, _ = run_level(branch, level, mask, model, k)
             records.append(record)
+            if states is not None:
+                states.levels[(branch, level)] = (mask.cpu(), final)
             bar.update()
     bar.close()
     return records

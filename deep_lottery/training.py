@@ -16,6 +16,15 @@ after the optimizer step) carry what acts on every step: the mask's enforcement,
 first, and e.g. the projection onto an l_inf ball of ``edge_popup``. ``mask=None`` trains
 without a mask.
 
+How a step computes its gradient is the step rule ``cfg.step_rule`` (``step_rules.STEP_RULES``:
+plain, SAM, adaptive SAM, NVRM, all restricted to the mask); a penalty on the kept weights is
+``cfg.regularizer`` (``regularizers.REGULARIZERS``: l2_norm, l2_init, Sakamoto & Sato Eq. 1).
+One step: the rule's forward/backward pass(es), each followed by the gradients' masking; the
+hooks' ``before_step`` (the penalty's gradient among them); the optimizer step; the hooks'
+``after_step``; the rule's ``after_optimizer`` (NVRM's noise). For optimizers that keep zeros
+(``keeps_zeros``: SGD, Adam) masked gradients suffice and the weights are not multiplied by the
+mask after each step; that they stay exactly zero is checked at every evaluation.
+
 Every ``eval_every`` iterations (and at the end) the validation loss is measured; the iteration of
 its minimum is the early-stopping iteration of Frankle & Carbin (2019, Fig. 3), and the test
 metric is reported there and at the end. Classification reports accuracy; regression (the sparse
@@ -26,6 +35,7 @@ training examples separately (``train_metric_noisy``, ``train_metric_clean``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -44,6 +54,9 @@ from lottery_common import Registry, check_float, check_int, derive_seed
 from .data import Splits, TensorData, augment_flip_crop
 from .device import autocast, generator
 from .masks import Mask
+from .models import prunable_names
+from .regularizers import REGULARIZERS
+from .step_rules import NOISES, STEP_RULES
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
 """name -> ``(params, cfg, fused) -> torch.optim.Optimizer``."""
@@ -81,6 +94,13 @@ class TrainConfig:
     eval_batch_size: int = 2000
     schedule: str = "step"
     test_history: bool = False
+    step_rule: str = "plain"
+    rho: float = 0.05
+    variability: float = 0.01
+    noise: str = "gaussian"
+    noise_nonprunable: bool = True
+    regularizer: str = "none"
+    regularization: float = 0.0
 
     def __post_init__(self) -> None:
         check_int("iterations", self.iterations, minimum=1)
@@ -94,6 +114,14 @@ class TrainConfig:
         check_int("warmup_iterations", self.warmup_iterations, minimum=0)
         check_int("data_order_seed", self.data_order_seed, minimum=0)
         check_int("eval_batch_size", self.eval_batch_size, minimum=1)
+        STEP_RULES.check(self.step_rule)
+        check_float("rho", self.rho, low=0.0)
+        check_float("variability", self.variability, low=0.0)
+        if self.noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}, got {self.noise!r}")
+        if self.regularizer != "none":
+            REGULARIZERS.check(self.regularizer)
+        check_float("regularization", self.regularization, low=0.0)
 
     def lr_at(self, iteration: int) -> float:
         factor = SCHEDULES[self.schedule](self, iteration)
@@ -136,13 +164,22 @@ def _cosine_schedule(cfg: TrainConfig, iteration: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * iteration / cfg.iterations))
 
 
+def keeps_zeros(build: Callable[..., torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
+    """Mark an optimizer builder whose update of an entry is exactly zero when the entry, its
+    gradient and its state are zero: the training loop then masks only the gradients."""
+    build.keeps_zeros = True  # type: ignore[attr-defined]
+    return build
+
+
 @OPTIMIZERS.register("sgd")
+@keeps_zeros
 def _sgd(params: list[nn.Parameter], cfg: TrainConfig, fused: bool | None) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay, nesterov=cfg.nesterov, fused=fused)
 
 
 @OPTIMIZERS.register("adam")
+@keeps_zeros
 def _adam(params: list[nn.Parameter], cfg: TrainConfig, fused: bool | None
           ) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
@@ -202,23 +239,56 @@ def evaluate(model: nn.Module, data: TensorData, task: str, device: torch.device
     return total_loss / len(data), metric_num / metric_den
 
 
+_NO_CAST = contextlib.nullcontext()
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """The step's autocast when mixed precision is off: one shared no-op context."""
+    return _NO_CAST
+
+
+def _prunable_weights(model: nn.Module, mask: Mask | None) -> dict[str, torch.Tensor]:
+    """Copies of the prunable weights (``mask``'s names, or all of the model's)."""
+    params = dict(model.named_parameters())
+    names = mask.names() if mask is not None else prunable_names(model)
+    return {n: params[n].detach().clone() for n in names if n in params}
+
+
+@torch.no_grad()
+def _distances(model: nn.Module, mask: Mask | None, start: dict[str, torch.Tensor]
+               ) -> dict[str, float]:
+    """``distance_from_start = ||m * (theta_T - theta_start)||`` and ``weight_norm = ||m *
+    theta_T||`` over the prunable weights (Sakamoto & Sato Sec. 3.3, lth-pacbayes'
+    ``l2_dist`` / ``l2_norm``); ``theta_start`` is the rewind point of an IMP level."""
+    final = _prunable_weights(model, mask)
+    dist = sum(float((final[n] - start[n]).pow(2).sum()) for n in start)
+    norm = sum(float(final[n].pow(2).sum()) for n in start)
+    return {"distance_from_start": math.sqrt(dist), "weight_norm": math.sqrt(norm)}
+
+
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 class BatchOrder:
-    """Batch indices as a function of the iteration (epoch-seeded permutations, last batch short)."""
+    """Batch indices as a function of the iteration (epoch-seeded permutations, last batch short).
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+    Each epoch's permutation is drawn on the CPU generator (the same order on every device) and
+    kept on ``device``, so that no step copies indices from the host (which on CUDA would
+    synchronize the stream every step)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int,
+                 device: torch.device | str = "cpu") -> None:
         self.n, self.batch_size, self.seed = n, min(batch_size, n), seed
         self.per_epoch = math.ceil(n / self.batch_size)
+        self.device = torch.device(device)
         self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 
     def __call__(self, iteration: int) -> torch.Tensor:
         epoch, b = divmod(iteration, self.per_epoch)
         if epoch != self._epoch:
             seed = derive_seed(self.seed, "data_order", epoch)
-            self._perm = torch.randperm(self.n, generator=generator(seed))
+            self._perm = torch.randperm(self.n, generator=generator(seed)).to(self.device)
             self._epoch = epoch
         return self._perm[b * self.batch_size:(b + 1) * self.batch_size]
 
@@ -275,14 +345,22 @@ def train(model: nn.Module, mask: Mask | None, splits: Splits, cfg: TrainConfig,
     channels_last = device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
     if channels_last:  # faster convolutions on CUDA; the CPU path keeps the default layout
         model.to(memory_format=torch.channels_last)
-    step_hooks: list[StepHook] = []
+    enforcer = None
     if mask is not None:
         mask = mask.to(device)
         mask.apply(model)
-        step_hooks.append(mask.enforcer(model))
-    step_hooks += list(hooks)
+        enforcer = mask.enforcer(model, weights_after_step=not getattr(
+            OPTIMIZERS[cfg.optimizer], "keeps_zeros", False))
+    start_state = _prunable_weights(model, mask)
+    step_hooks: list[StepHook] = list(hooks)
+    if cfg.regularizer != "none":
+        step_hooks.append(REGULARIZERS[cfg.regularizer](model, mask, cfg.regularization))
     optimizer = make_optimizer(model, cfg)
-    order = BatchOrder(len(splits.train), cfg.batch_size, cfg.data_order_seed)
+    order = BatchOrder(len(splits.train), cfg.batch_size, cfg.data_order_seed,
+                       splits.train.x.device)
+    rule = STEP_RULES[cfg.step_rule](model, mask, cfg, trainable_parameters(model),
+                                     order.per_epoch, cfg.data_order_seed)
+    cast = autocast if cfg.amp and device.type == "cuda" else _no_autocast
     aug_gen = generator(derive_seed(cfg.data_order_seed, "augment", start_iteration)) if cfg.augment \
         else None
     train_x, train_y = splits.train.x, splits.train.y
@@ -297,8 +375,14 @@ def train(model: nn.Module, mask: Mask | None, splits: Splits, cfg: TrainConfig,
     eval_seconds = 0.0
 
     def checkpoint_eval(it: int) -> None:
+        with rule.clean_weights():
+            measure(it)
+
+    def measure(it: int) -> None:
         nonlocal best_loss, best_it, best_state, eval_seconds
         began = time.perf_counter()
+        if enforcer is not None and not enforcer.weights_after_step:
+            enforcer.check()
         val_loss, val_metric = evaluate(model, splits.val, task, device, cfg.eval_batch_size,
                                         cfg.amp)
         history["iteration"].append(it)
@@ -320,6 +404,7 @@ def train(model: nn.Module, mask: Mask | None, splits: Splits, cfg: TrainConfig,
                 "best_it": best_it, "best_state": best_state, "captured": captured,
                 "augment_rng": None if aug_gen is None else aug_gen.get_state(),
                 "dropout_rng": torch.get_rng_state() if dropout else None,
+                "step_rule": rule.state_dict(),
                 "cuda_rng": (torch.cuda.get_rng_state_all()
                              if dropout and device.type == "cuda" else None)}
 
@@ -341,40 +426,58 @@ def train(model: nn.Module, mask: Mask | None, splits: Splits, cfg: TrainConfig,
                 torch.set_rng_state(saved["dropout_rng"])
                 if saved["cuda_rng"] is not None:
                     torch.cuda.set_rng_state_all(saved["cuda_rng"])
+            rule.load_state_dict(saved["step_rule"])
             first = int(saved["iteration"])
 
     model.train()
     began = time.perf_counter()
-    steps = range(first, cfg.iterations)
-    for it in tqdm(steps, desc=desc, disable=not progress, leave=False, mininterval=1.0):
+    steps: Any = range(first, cfg.iterations)
+    if progress:
+        steps = tqdm(steps, desc=desc, leave=False, mininterval=1.0)
+    x = y = None
+
+    def forward_backward() -> torch.Tensor:
+        with cast(device):
+            out = model(x)
+        loss = loss_fn(task, out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if enforcer is not None:
+            enforcer.before_step()
+        return loss
+
+    for it in steps:
         if checkpoint is not None and checkpoint_every and it > first \
                 and (it - start_iteration) % checkpoint_every == 0:
             save_checkpoint(checkpoint, snapshot(it))
         if capture_iteration == it:
-            captured = _cpu_state(model)
-        if (it - start_iteration) % cfg.eval_every == 0:
+            with rule.clean_weights():
+                captured = _cpu_state(model)
+        evaluation_step = (it - start_iteration) % cfg.eval_every == 0
+        if evaluation_step:
             checkpoint_eval(it)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr_at(it)
-        idx = order(it).to(train_x.device)
+        idx = order(it)
         x, y = train_x[idx], train_y[idx]
         if aug_gen is not None:
             x = augment_flip_crop(x, aug_gen)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, cfg.amp):
-            out = model(x)
-        loss = loss_fn(task, out, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        rule.gradients(forward_backward, evaluation_step)
         for hook in step_hooks:
             hook.before_step()
+        rule.before_optimizer()
         optimizer.step()
+        if enforcer is not None:
+            enforcer.after_step()
         for hook in step_hooks:
             hook.after_step()
+        rule.after_optimizer(it)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     step_seconds = time.perf_counter() - began - eval_seconds
+    rule.finish()
     checkpoint_eval(cfg.iterations)
     final_state = _cpu_state(model)
     test_loss_end, test_metric_end = evaluate(model, splits.test, task, device,
@@ -383,7 +486,8 @@ def train(model: nn.Module, mask: Mask | None, splits: Splits, cfg: TrainConfig,
                                                 cfg.eval_batch_size, cfg.amp)
     steps_run = cfg.iterations - first
     extra = {"images_per_second": (steps_run * min(cfg.batch_size, len(splits.train))
-                                   / step_seconds if steps_run and step_seconds > 0 else math.nan)}
+                                   / step_seconds if steps_run and step_seconds > 0 else math.nan),
+             **rule.stats(), **_distances(model, mask, start_state)}
     noisy = splits.info.get("noisy_train_mask")
     if noisy is not None and bool(noisy.any()) and not bool(noisy.all()):
         # label noise (spec sec. 0): training metric on the relabelled and on the clean examples

@@ -240,3 +240,56 @@ def test_layerwise_pruning_leaves_ignored_tensors_alone():
     with pytest.raises(ValueError, match="not prunable tensors"):
         prune(model, mask, scores, PruneConfig(scope="layerwise", ignore=("nope",)),
               torch_generator(0))
+
+
+def test_gradient_masking_alone_keeps_pruned_weights_zero_and_check_catches_a_leak():
+    """SGD (momentum, weight decay, Nesterov) and Adam keep zeros: ``train`` masks only their
+    gradients; an optimizer registered without ``keeps_zeros`` gets its weights re-masked."""
+    import dataclasses
+
+    from deep_lottery.data import Splits, TensorData
+    from deep_lottery.models import build_model
+    from deep_lottery.training import OPTIMIZERS, TrainConfig, train
+
+    g = torch.Generator().manual_seed(0)
+    data = TensorData(torch.randn(64, 1, 4, 4, generator=g), torch.randint(0, 3, (64,), generator=g))
+    splits = Splits(data, data, data, 3, {})
+
+    def model():
+        return build_model("mlp", seed=0, input_shape=(1, 4, 4), num_classes=3, hidden=(8,))
+
+    keep = {n: torch.rand(p.shape, generator=g) < 0.5 for n, p in model().named_parameters()
+            if n.endswith("weight")}
+    mask = Mask(keep)
+    base = TrainConfig(iterations=25, batch_size=16, optimizer="sgd", lr=0.1, momentum=0.9,
+                       weight_decay=0.01, nesterov=True, eval_every=5)
+
+    @OPTIMIZERS.register("leaky-test-sgd")
+    def _leaky(params, cfg, fused):  # every step adds 1e-3 to each entry (pruned ones included)
+        class Leaky(torch.optim.SGD):
+            @torch.no_grad()
+            def step(self, closure=None):
+                super().step(closure)
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        p.add_(1e-3)
+        return Leaky(params, lr=cfg.lr)
+
+    try:
+        for cfg in (base, dataclasses.replace(base, optimizer="adam", lr=0.01),
+                    dataclasses.replace(base, optimizer="leaky-test-sgd")):
+            result = train(model(), mask, splits, cfg, task="classification",
+                           device=torch.device("cpu"))
+            for name, k in keep.items():
+                assert torch.all(result.final_state[name][~k] == 0), (cfg.optimizer, name)
+    finally:
+        OPTIMIZERS.unregister("leaky-test-sgd")
+    net = model()
+    mask.apply(net)
+    enforcer = mask.enforcer(net, weights_after_step=False)
+    enforcer.check()
+    with torch.no_grad():
+        name = next(iter(keep))
+        dict(net.named_parameters())[name][~keep[name]] += 1.0
+    with pytest.raises(RuntimeError, match="no longer zero"):
+        enforcer.check()
