@@ -189,9 +189,11 @@ class MaskEnforcer:
 
     @torch.no_grad()
     def check(self) -> None:
-        """Raise if a pruned weight is not exactly zero."""
+        """Raise if a pruned weight is finite and not exactly zero (a diverged run's NaN or inf
+        gradients reach pruned weights through any multiplicative mask, the weights' re-masking
+        included: that is divergence, reported by the metrics, not a leak)."""
         for name, p, m in zip(self.names, self.params, self.masks):
-            if bool(((p != 0) & (m == 0)).any()):
+            if bool(((p != 0) & (m == 0) & torch.isfinite(p)).any()):
                 raise RuntimeError(f"a pruned entry of {name} is no longer zero: the optimizer "
                                    f"does not keep zeros; register it without keeps_zeros")
 

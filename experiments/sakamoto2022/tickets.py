@@ -215,13 +215,24 @@ ROW_FIELDS = ("density", "test_metric_end", "test_metric_at_stop", "train_metric
 """Per-level fields every ticket row holds (``imp_<field>`` lists, ``deep_lottery.tables``)."""
 
 
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float (a diverged run's NaN) replaced by None (saved rows
+    hold finite numbers only; None reads back as NaN)."""
+    if isinstance(value, list):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def ticket_row(tickets: Tickets, fields: tuple[str, ...] = ROW_FIELDS) -> dict[str, Any]:
     """One row of per-level lists (``imp_level``, ``imp_<field>``) of the ``fields`` every level
     recorded, plus throughput and device."""
     from deep_lottery.tables import records_to_row
 
     present = tuple(f for f in fields if all(f in r for r in tickets.records))
-    row: dict[str, Any] = records_to_row(tickets.records, present)
+    row: dict[str, Any] = {k: finite_or_none(v)
+                           for k, v in records_to_row(tickets.records, present).items()}
     speeds = [float(r["images_per_second"]) for r in tickets.records
               if math.isfinite(float(r.get("images_per_second", math.nan)))]
     row["images_per_second"] = sum(speeds) / len(speeds) if speeds else math.nan
@@ -246,7 +257,8 @@ def level_frame(runs: Any, keys: tuple[str, ...], fields: tuple[str, ...]) -> An
                 item["level"] = int(level)
                 for f in fields:
                     values = run.get(f"imp_{f}")
-                    item[f] = float(values[i]) if hasattr(values, "__len__") else math.nan
+                    value = values[i] if hasattr(values, "__len__") else None
+                    item[f] = math.nan if value is None else float(value)
                 out.append(item)
     return pd.DataFrame(out, columns=[*keys, "level", *fields])
 
