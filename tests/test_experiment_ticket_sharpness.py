@@ -47,6 +47,8 @@ def test_run_cell_measures_the_ticket_curvature_of_every_level(tiny_data: Path) 
         middle = values[len(values) // 2]
         assert middle == pytest.approx(min(values), abs=0.5) or d == "gradient"
     assert all(e > 0 for e in row["imp_top_eigenvalue"])
+    sharp = row["expected_sharpness"]
+    assert len(sharp) == len(ts.SHARPNESS_SIGMAS) and sharp[-1] > sharp[0]
     assert row["imp_trace_stderr"][2] < row["imp_hessian_trace"][2]
 
 

@@ -50,6 +50,11 @@ from .tickets import (
 from .tickets import check as ticket_check
 
 LANDSCAPE_T = tuple(float(t) for t in np.linspace(-0.5, 0.5, 21))
+SHARPNESS_SIGMAS = (0.005, 0.01, 0.02)
+SHARPNESS_DRAWS = 10
+"""Expected sharpness ``E[L(theta + m eps)] - L(theta)`` of the sparsest ticket (cross-entropy on
+the Hessian set, eps ~ N(0, sigma^2) on kept weights and biases; spec sec. 1, the paper's Sec.
+4.2), next to its second-order value ``sigma^2 tr(M H M) / 2``."""
 DIRECTIONS = ("top", "random", "gradient")
 CURVATURE = ("hessian_trace", "trace_stderr", "top_eigenvalue")
 FIELDS = (*ROW_FIELDS, *CURVATURE)
@@ -86,6 +91,7 @@ def run_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
         top_eigenvalues,
     )
     from deep_lottery.data import TensorData
+    from deep_lottery.pac_bayes import expected_sharpness
 
     tickets = run_tickets(params, seed)
     n = int(params["hessian_examples"])
@@ -105,6 +111,11 @@ def run_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
                           "gradient": gradient_direction(op)}
             landscape = {f"landscape_{k}": [float(v) for v in loss_along(op, d, LANDSCAPE_T)]
                          for k, d in directions.items()}
+            _, state = tickets.level(level)
+            landscape["expected_sharpness"] = [
+                expected_sharpness(tickets.trained_model(level), state, mask,
+                                   data.to(tickets.device), sigma, draws=SHARPNESS_DRAWS,
+                                   seed=seed, loss="ce") for sigma in SHARPNESS_SIGMAS]
     row = ticket_row(tickets, FIELDS)
     row.update(landscape)
     return row
@@ -160,6 +171,13 @@ def _findings(runs: pd.DataFrame, final: pd.DataFrame) -> list[dict[str, Any]]:
                       f"{r.top_eigenvalue:.2f}, test {100 * r.test_metric_end:.2f}%, distance "
                       f"{r.distance_from_start:.2f} (density {100 * r.density:.1f}%)"
                       for a, r in table.iterrows())))
+        sharp = _sharpness(runs)
+        if sharp:
+            out.append(finding(
+                "expected sharpness E[L(theta + m eps)] - L(theta) of the sparsest ticket "
+                "(cross-entropy on the Hessian set, sigma = " + ", ".join(
+                    f"{s:g}" for s in SHARPNESS_SIGMAS) + ") beside sigma^2 tr(M H M) / 2, mean "
+                "over trials", sharp))
         ratio, n = _ratio(final, f"SGD lr {SMALL_LR:g}", f"SGD lr {LARGE_LR:g}", "top_eigenvalue")
         out.append(finding("top-eigenvalue ratio small / large rate (sparsest ticket, "
                            "geometric mean)", f"{ratio:.3f} over {n} trials"))
@@ -172,6 +190,23 @@ def _findings(runs: pd.DataFrame, final: pd.DataFrame) -> list[dict[str, Any]]:
             for a, g in per.groupby("arm"))))
     speed = throughput_finding(runs)
     return out + ([speed] if speed is not None else [])
+
+
+def _sharpness(runs: pd.DataFrame) -> str:
+    """Per arm: measured expected sharpness and its second-order prediction, per sigma."""
+    if "expected_sharpness" not in runs.columns or "imp_hessian_trace" not in runs.columns:
+        return ""
+    parts: dict[str, list[np.ndarray]] = {}
+    for _, run in runs.iterrows():
+        values, traces = run.get("expected_sharpness"), run.get("imp_hessian_trace")
+        if not hasattr(values, "__len__") or not hasattr(traces, "__len__") \
+                or traces[-1] is None:
+            continue
+        predicted = [0.5 * s * s * float(traces[-1]) for s in SHARPNESS_SIGMAS]
+        parts.setdefault(arm(run), []).append(np.array([list(values), predicted], float))
+    return "; ".join(f"{name}: " + ", ".join(
+        f"{m:.4f} (2nd order {p:.4f})" for m, p in zip(*np.mean(v, axis=0)))
+        for name, v in sorted(parts.items()))
 
 
 def plot(runs: pd.DataFrame, path_stem: Path) -> None:
@@ -227,6 +262,7 @@ def contradicting_runs() -> pd.DataFrame:
                     [trace, trace] if f in ("hessian_trace", "top_eigenvalue") else [0.9, 0.9]
             for d in DIRECTIONS:
                 row[f"landscape_{d}"] = [trace * t * t for t in LANDSCAPE_T]
+            row["expected_sharpness"] = [0.5 * s * s * trace for s in SHARPNESS_SIGMAS]
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -257,7 +293,7 @@ EXPERIMENT = register(Experiment(
                        "trial (SAM 2x) plus ~200 Hessian-vector products of 5,000 images per "
                        "level"),
     run_cell=run_cell, plot=plot, claims=claims, contradicting_runs=contradicting_runs,
-    version=1, shared_seed_params=("lr", "step_rule", "rho", "variability"),
+    version=2, shared_seed_params=("lr", "step_rule", "rho", "variability"),
     notes="Settings of tickets.py. Curvature with deep_lottery.curvature: the Hessian of the "
           "mean cross-entropy over a fixed set of training examples (the first "
           "hessian_examples of the training split, un-augmented, the model in eval mode), "
@@ -267,8 +303,10 @@ EXPERIMENT = register(Experiment(
           "SAM's rho and NVRM's b by test accuracy from {0.05, 0.1, 0.2, 0.5} and {0.014, ..., "
           "0.026}; the quick size fixes rho = 0.05 and b = 0.01 (absolute noise; Lenet's weights "
           "have standard deviation ~0.05), the full size rho = 0.05 and b = 0.014. Quick: 500 "
-          "examples, 20 probes, 20 power iterations, 2 trials. Claim rules (ratios vs 1) were "
-          "fixed before any run.",
+          "examples, 20 probes, 20 power iterations, 2 trials. Expected sharpness of the "
+          "sparsest ticket: cross-entropy on the Hessian set, sigma in {0.005, 0.01, 0.02}, 10 "
+          "draws (a finding beside sigma^2 tr / 2). Claim rules (ratios vs 1) were fixed "
+          "before any run.",
     requires=("torch",),
     missing_data=missing_data({"quick": "mnist", "full": "cifar10"}),
     params=PARAMS,
