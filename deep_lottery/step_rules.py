@@ -28,7 +28,8 @@ mask) as often as it needs. Rules:
 Each rule reports (``stats``) measurements taken on the steps where ``measure=True`` (the
 training loop's evaluation steps): SAM the gradient norm, ``||eps||`` (which equals rho), the
 loss increase ``L(w + eps) - L(w)`` and the share of ``|eps|`` on pruned weights (exactly 0);
-NVRM ``||eps|| / ||theta||`` and the noisy-minus-clean loss.
+NVRM ``||eps|| / ||theta||`` of the noise drawn after the step (none after the last step of an
+epoch).
 """
 
 from __future__ import annotations
@@ -283,6 +284,7 @@ class VariableNoiseStep:
         self.noise: list[torch.Tensor] | None = None
         self.before: list[torch.Tensor] = []
         self.averages = _Averages()
+        self.measure = False
 
     def _new_noise(self, iteration: int) -> list[torch.Tensor]:
         device = self.params[0].device if self.params else torch.device("cpu")
@@ -295,14 +297,16 @@ class VariableNoiseStep:
         return out
 
     def gradients(self, forward_backward: ForwardBackward, measure: bool) -> torch.Tensor:
-        loss = forward_backward()
-        if measure and self.noise is not None:
-            with torch.no_grad():
-                ratio = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(
-                    self.noise)))) / max(float(torch.linalg.vector_norm(torch.stack(
-                        torch._foreach_norm(self.clean)))), 1e-30)
-            self.averages.add("noise_to_weight_norm", ratio)
-        return loss
+        self.measure = measure
+        return forward_backward()
+
+    @torch.no_grad()
+    def _measure_noise(self) -> None:
+        """``||eps|| / ||theta||`` of the noise just drawn."""
+        ratio = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(
+            self.noise)))) / max(float(torch.linalg.vector_norm(torch.stack(
+                torch._foreach_norm(self.clean)))), 1e-30)
+        self.averages.add("noise_to_weight_norm", ratio)
 
     @torch.no_grad()
     def before_optimizer(self) -> None:
@@ -321,6 +325,8 @@ class VariableNoiseStep:
         self.noise = self._new_noise(iteration)
         torch._foreach_copy_([p.detach() for p in self.params],
                              torch._foreach_add(self.clean, self.noise))
+        if self.measure:  # the step was a measured one: record the noise it leaves behind
+            self._measure_noise()
 
     @contextlib.contextmanager
     def clean_weights(self) -> Iterator[None]:

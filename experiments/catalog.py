@@ -14,7 +14,9 @@ MODULES += [f"zhang2021.{m}" for m in ("convergence", "convex_radius", "sample_c
                                        "imp_synthetic", "imp_mnist")]
 MODULES += ["frankle2019.lth_lenet", "frankle2019.lth_conv", "frankle2019.lth_dropout",
             "frankle2019.lth_deep"]
-MODULES += [f"sakamoto2022.{m}" for m in ("lr_label_noise",)]
+MODULES += [f"sakamoto2022.{m}" for m in ("lr_label_noise", "ticket_sharpness", "sam_tickets",
+                                          "l2_init", "pac_bayes_bound", "pruning_criteria",
+                                          "mask_transfer")]
 MODULES += ["pensia2020.lueker", "pensia2020.strong_lth_construction"]
 MODULES += ["xiong2023.perturbed_coverage", "xiong2023.pgd_strong_lth", "xiong2023.gd_mask_descent"]
 MODULES += ["ramanujan2020.edge_popup"]

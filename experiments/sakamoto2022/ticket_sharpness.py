@@ -214,14 +214,22 @@ def plot(runs: pd.DataFrame, path_stem: Path) -> None:
     along the top eigenvector of the sparsest ticket per arm (Fig. 2), random direction dotted."""
     frame = _frame(runs)
     fig, (left, right) = figure(1, 2, figsize=(11.0, 4.2))
+    drawn = False
     for i, (name, rows) in enumerate(frame.groupby("arm") if len(frame) else []):
         per = rows.groupby("level")[["density", "hessian_trace"]].agg(["mean", "std"])
+        ok = np.isfinite(per[("density", "mean")]) & np.isfinite(per[("hessian_trace", "mean")]) \
+            & (per[("density", "mean")] > 0) & (per[("hessian_trace", "mean")] > 0)
+        per = per[ok]
+        if not len(per):
+            continue
         left.errorbar(per[("density", "mean")], per[("hessian_trace", "mean")],
                       yerr=per[("hessian_trace", "std")].fillna(0), fmt="o-", color=f"C{i}",
                       capsize=2, label=name)
-    left.set(xscale="log", yscale="log", xlabel="density (fraction of weights kept)",
-             ylabel="Hessian trace tr(M H M)", title="Table 1 across IMP levels")
-    if len(frame):
+        drawn = True
+    left.set(xlabel="density (fraction of weights kept)", ylabel="Hessian trace tr(M H M)",
+             title="Table 1 across IMP levels")
+    if drawn:
+        left.set(xscale="log", yscale="log")
         left.invert_xaxis()
     legend(left, fontsize=7)
     for _, run in (runs.iterrows() if "landscape_top" in runs.columns else []):
