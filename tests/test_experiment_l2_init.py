@@ -83,7 +83,9 @@ def test_grids_obey_the_rules_and_cells_share_seeds() -> None:
     full = engine.expand_cells(EXPERIMENT, engine.Selection("full")).values()
     assert {p["regularization"] for p in full if p["regularizer"] != "none"} == \
         {1e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3}
-    assert {p["model"] for p in full} == {"resnet20"} and len(full) == 2 + 24
+    assert {(p["model"], p["dataset"]) for p in full} == {
+        (m, d) for m in ("resnet20", "vgg16") for d in ("cifar10", "cifar100")}  # Fig. 7
+    assert len(full) == 4 * (2 + 24)
     tasks = engine.expand_tasks(EXPERIMENT, engine.Selection("quick"))
     for trial in (0, 1):
         assert len({t.seed for t in tasks if t.trial == trial}) == 1  # paired cells

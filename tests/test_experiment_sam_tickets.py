@@ -86,7 +86,9 @@ def test_grids_obey_the_rules_and_arms_share_seeds() -> None:
     assert {p["rho"] for p in full.values() if p["step_rule"] == "sam"} == {0.05, 0.1, 0.2, 0.5}
     assert {p["variability"] for p in full.values() if p["step_rule"] == "nvrm"} == \
         {0.014, 0.018, 0.022, 0.026}
-    assert len(full) == 2 + 8 + 4 and EXPERIMENT.full.trials == 3
+    assert len(full) == 4 * (2 + 8 + 4) and EXPERIMENT.full.trials == 3
+    assert {(p["model"], p["dataset"]) for p in full.values()} == {
+        (m, d) for m in ("resnet20", "vgg16") for d in ("cifar10", "cifar100")}  # Table 3
     tasks = engine.expand_tasks(EXPERIMENT, engine.Selection("quick"))
     for trial in (0, 1):
         assert len({t.seed for t in tasks if t.trial == trial}) == 1  # paired arms

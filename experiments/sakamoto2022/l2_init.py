@@ -44,20 +44,20 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import claim, finding, throughput_finding
-from ..frankle2019.imp_runs import missing_data
 from ..plotting import figure, legend, save_figure
 from ..registry import Experiment, Size, register
 from .tickets import (
-    FULL,
     LARGE_LR,
     QUICK,
     ROW_FIELDS,
     SMALL_LR,
     TICKET_PARAMS,
     check,
+    each_full,
     final_level,
     grid,
     level_frame,
+    missing_data,
     run_tickets,
     ticket_row,
 )
@@ -310,7 +310,7 @@ EXPERIMENT = register(Experiment(
                 "(l2_init) or on the norm (l2_norm) of the kept weights over a lambda sweep, at "
                 "the small and the large learning rate, against no penalty",
     quick=Size(grids=_grids(QUICK, QUICK_LAMBDAS), trials=2, estimate="~45 s on 2 cores"),
-    full=Size(grids=_grids(FULL, FULL_LAMBDAS), trials=3,
+    full=Size(grids=each_full(lambda base: _grids(base, FULL_LAMBDAS)), trials=3,
               estimate="GPU (unmeasured): 78 ResNet-20 IMP runs of 11 levels x 30k steps"),
     run_cell=run_cell, plot=plot, claims=claims, contradicting_runs=contradicting_runs,
     version=1, shared_seed_params=("lr", "regularizer", "regularization"),
@@ -327,7 +327,7 @@ EXPERIMENT = register(Experiment(
           "of 20% (89% sparse), the lambda grid {1e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3}, 3 trials. "
           "Claim thresholds (> 0 pt, strict decrease) were fixed before any run.",
     requires=("torch",),
-    missing_data=missing_data({"quick": "mnist", "full": "cifar10"}),
+    missing_data=missing_data,
     params=TICKET_PARAMS,
     check=check,
 ))

@@ -26,18 +26,18 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import claim, finding, throughput_finding
-from ..frankle2019.imp_runs import missing_data
 from ..plotting import figure, legend, save_figure
 from ..registry import Experiment, Size, register
 from .tickets import (
-    FULL,
     QUICK,
     ROW_FIELDS,
     TICKET_PARAMS,
     check,
+    each_full,
     final_level,
     grid,
     level_frame,
+    missing_data,
     run_tickets,
     ticket_row,
 )
@@ -198,7 +198,8 @@ EXPERIMENT = register(Experiment(
                 "labels: test accuracy of the sparsest ticket and of the dense net",
     quick=Size(grids=[grid(QUICK, lr=QUICK_LRS, label_noise=[0.0, NOISE])], trials=2,
                estimate="~30 s on 2 cores"),
-    full=Size(grids=[grid(FULL, lr=FULL_LRS, label_noise=[0.0, NOISE], iterations=[60_000])],
+    full=Size(grids=each_full(lambda base: grid(base, lr=FULL_LRS, label_noise=[0.0, NOISE],
+                                                  iterations=[2 * base["iterations"][0]])),
               trials=3,
               estimate="GPU (unmeasured): ~10 ResNet-20 IMP runs of 11 levels x 60k steps"),
     run_cell=run_cell, plot=plot, claims=claims, contradicting_runs=contradicting_runs,
@@ -213,7 +214,7 @@ EXPERIMENT = register(Experiment(
           "44% (density 9.8%), lr in {0.01, 0.03, 0.1}, 2 trials. Claim thresholds (> 0) were "
           "fixed before any run.",
     requires=("torch",),
-    missing_data=missing_data({"quick": "mnist", "full": "cifar10"}),
+    missing_data=missing_data,
     params=TICKET_PARAMS,
     check=check,
 ))

@@ -37,19 +37,19 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import claim, finding, throughput_finding
-from ..frankle2019.imp_runs import missing_data
 from ..plotting import figure, legend, save_figure
 from ..registry import Experiment, Param, Size, register
 from .tickets import (
-    FULL,
     LARGE_LR,
     QUICK,
     ROW_FIELDS,
     SMALL_LR,
     TICKET_PARAMS,
     check,
+    each_full,
     finite_or_none,
     grid,
+    missing_data,
     run_tickets,
     ticket_row,
 )
@@ -325,7 +325,7 @@ EXPERIMENT = register(Experiment(
                 "from the initialization at the large rate: test-accuracy change per sparsity",
     quick=Size(grids=[_grid(QUICK, lr=[SMALL_LR, LARGE_LR])], trials=3,
                estimate="~30 s on 2 cores"),
-    full=Size(grids=[_grid(FULL, lr=[SMALL_LR, LARGE_LR])], trials=2,
+    full=Size(grids=each_full(lambda base: _grid(base, lr=[SMALL_LR, LARGE_LR])), trials=2,
               estimate="GPU (unmeasured): 4 ResNet-20 IMP runs of 11 levels x 30k steps plus "
                        "20 retrainings"),
     run_cell=run_cell, plot=plot, claims=claims, contradicting_runs=contradicting_runs,
@@ -343,7 +343,7 @@ EXPERIMENT = register(Experiment(
           "44% (densities 56%, 31%, 18%, 9.8%), 3 trials. Full: ResNet-20, CIFAR-10, 10 levels "
           "of 20% (89% sparse), 2 trials; the paper also shows CIFAR-100.",
     requires=("torch",),
-    missing_data=missing_data({"quick": "mnist", "full": "cifar10"}),
+    missing_data=missing_data,
     params=PARAMS,
     check=check,
 ))

@@ -34,10 +34,17 @@ import pandas as pd
 from scipy import stats
 
 from ..analysis import claim, finding, throughput_finding
-from ..frankle2019.imp_runs import missing_data
 from ..plotting import figure, legend, save_figure
 from ..registry import Experiment, Param, Size, register
-from .tickets import FULL, QUICK, TICKET_PARAMS, finite_or_none, grid, run_tickets
+from .tickets import (
+    QUICK,
+    TICKET_PARAMS,
+    each_full,
+    finite_or_none,
+    grid,
+    missing_data,
+    run_tickets,
+)
 from .tickets import check as ticket_check
 
 FAMILY_NAMES = ("spike_and_slab", "gaussian", "gaussian_zero")
@@ -260,7 +267,8 @@ EXPERIMENT = register(Experiment(
                 "posterior scales",
     quick=Size(grids=[{**grid(QUICK, lr=QUICK_LRS), "draws": [2]}], trials=2,
                estimate="~40 s on 2 cores"),
-    full=Size(grids=[{**grid(FULL, lr=[0.003, 0.01, 0.03, 0.1, 0.2]), "draws": [20]}],
+    full=Size(grids=each_full(lambda base: {**grid(base, lr=[0.003, 0.01, 0.03, 0.1, 0.2]),
+                                                 "draws": [20]}),
               trials=3,
               estimate="GPU (unmeasured): 5 ResNet-20 IMP runs of 11 levels x 30k steps per "
                        "trial, then 3 families x 5 sigmas x 20 draws over 45k images"),
@@ -280,7 +288,7 @@ EXPERIMENT = register(Experiment(
           "posterior draws per stochastic error, 2 trials. Claim rules were fixed before any "
           "run.",
     requires=("torch",),
-    missing_data=missing_data({"quick": "mnist", "full": "cifar10"}),
+    missing_data=missing_data,
     params=PARAMS,
     check=check,
 ))

@@ -40,17 +40,17 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import claim, finding, throughput_finding
-from ..frankle2019.imp_runs import missing_data
 from ..plotting import figure, legend, save_figure
 from ..registry import Experiment, Size, register
 from .tickets import (
-    FULL,
     QUICK,
     ROW_FIELDS,
     TICKET_PARAMS,
     Tickets,
     check,
+    each_full,
     grid,
+    missing_data,
     prune_config,
     run_tickets,
     ticket_row,
@@ -322,7 +322,7 @@ EXPERIMENT = register(Experiment(
                 "each pruning criterion; training-accuracy drop after pruning, rewinding and "
                 "retraining",
     quick=Size(grids=[grid(QUICK, lr=QUICK_LRS)], trials=1, estimate="~30 s on 2 cores"),
-    full=Size(grids=[grid(FULL, lr=FULL_LRS)], trials=1,
+    full=Size(grids=each_full(lambda base: grid(base, lr=FULL_LRS)), trials=1,
               estimate="GPU (unmeasured): 5 ResNet-20 IMP runs of 11 levels x 30k steps plus "
                        "6 retrainings each"),
     run_cell=run_cell, plot=plot, claims=claims, contradicting_runs=contradicting_runs,
@@ -340,7 +340,7 @@ EXPERIMENT = register(Experiment(
           "44% (level 3 at 17.6% density pruned to 9.8%, 90% sparse), lr in {0.01, 0.03, 0.1}, "
           "1 trial (3 tickets). Claim thresholds (> 0) were fixed before any run.",
     requires=("torch",),
-    missing_data=missing_data({"quick": "mnist", "full": "cifar10"}),
+    missing_data=missing_data,
     params=TICKET_PARAMS,
     check=check,
 ))

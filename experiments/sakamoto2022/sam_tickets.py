@@ -33,20 +33,20 @@ import pandas as pd
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from ..analysis import claim, finding, throughput_finding
-from ..frankle2019.imp_runs import missing_data
 from ..plotting import figure, legend, save_figure
 from ..registry import Experiment, Size, register
 from .tickets import (
-    FULL,
     LARGE_LR,
     QUICK,
     ROW_FIELDS,
     SMALL_LR,
     TICKET_PARAMS,
     check,
+    each_full,
     final_level,
     grid,
     level_frame,
+    missing_data,
     run_tickets,
     ticket_row,
 )
@@ -308,7 +308,8 @@ EXPERIMENT = register(Experiment(
                 "with SGD and SAM at the large one: test accuracy against density",
     quick=Size(grids=_grids(QUICK, [QUICK_RHO], [QUICK_B], eval_every=[QUICK_EVAL_EVERY]),
                trials=2, estimate="~35 s on 2 cores"),
-    full=Size(grids=_grids(FULL, FULL_RHOS, FULL_BS, levels=[14]), trials=3,
+    full=Size(grids=each_full(lambda base: _grids(base, FULL_RHOS, FULL_BS,
+                                                    levels=[base["levels"][0] + 4])), trials=3,
               estimate="GPU (unmeasured): 42 ResNet-20 IMP runs of 15 levels x 30k steps, 24 of "
                        "them SAM (two passes per step)"),
     run_cell=run_cell, plot=plot, claims=claims, contradicting_runs=contradicting_runs,
@@ -327,7 +328,7 @@ EXPERIMENT = register(Experiment(
           "0.1, 0.2, 0.5}, b in {0.014, 0.018, 0.022, 0.026}, 3 trials. Claim thresholds "
           "(-0.5 pt, 0 pt) were fixed before any run.",
     requires=("torch",),
-    missing_data=missing_data({"quick": "mnist", "full": "cifar10"}),
+    missing_data=missing_data,
     params=TICKET_PARAMS,
     check=check,
 ))

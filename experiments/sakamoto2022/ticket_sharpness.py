@@ -31,19 +31,19 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import claim, finding, throughput_finding
-from ..frankle2019.imp_runs import missing_data
 from ..plotting import figure, legend, save_figure
 from ..registry import Experiment, Param, Size, register
 from .tickets import (
-    FULL,
     LARGE_LR,
     QUICK,
     ROW_FIELDS,
     SMALL_LR,
     TICKET_PARAMS,
+    each_full,
     final_level,
     grid,
     level_frame,
+    missing_data,
     run_tickets,
     ticket_row,
 )
@@ -296,7 +296,7 @@ EXPERIMENT = register(Experiment(
                 "learning rate and SGD vs SAM vs NVRM; loss along the top eigenvector",
     quick=Size(grids=_arms(QUICK, CURVATURE_QUICK, 0.05, 0.01), trials=2,
                estimate="~45 s on 2 cores"),
-    full=Size(grids=_arms(FULL, CURVATURE_FULL, 0.05, 0.014), trials=3,
+    full=Size(grids=each_full(lambda base: _arms(base, CURVATURE_FULL, 0.05, 0.014)), trials=3,
               estimate="GPU (unmeasured): 4 ResNet-20 IMP runs of 11 levels x 30k steps per "
                        "trial (SAM 2x) plus ~200 Hessian-vector products of 5,000 images per "
                        "level"),
@@ -316,7 +316,7 @@ EXPERIMENT = register(Experiment(
           "draws (a finding beside sigma^2 tr / 2). Claim rules (ratios vs 1) were fixed "
           "before any run.",
     requires=("torch",),
-    missing_data=missing_data({"quick": "mnist", "full": "cifar10"}),
+    missing_data=missing_data,
     params=PARAMS,
     check=check,
 ))
