@@ -95,7 +95,7 @@ class _Averages:
 
 
 class PlainStep:
-    """One forward/backward pass per step."""
+    """One forward/backward pass per step (the other rules inherit its no-op methods)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -162,7 +162,7 @@ def _pruned_indicators(model: nn.Module, mask: Mask | None,
     return out
 
 
-class SharpnessAwareStep:
+class SharpnessAwareStep(PlainStep):
     """SAM (``adaptive=False``) or adaptive SAM: the gradient at ``w + eps`` (module docstring)."""
 
     def __init__(self, model: nn.Module, mask: Mask | None, cfg: Any, params: list[nn.Parameter],
@@ -215,24 +215,6 @@ class SharpnessAwareStep:
             torch.stack(torch._foreach_norm(eps)))))
         self.averages.add("loss_increase", loss_increase)
         self.averages.add("eps_share_on_pruned", on_pruned / total if total > 0 else 0.0)
-
-    def before_optimizer(self) -> None:
-        return None
-
-    def after_optimizer(self, iteration: int) -> None:
-        return None
-
-    def clean_weights(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-    def finish(self) -> None:
-        return None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None
 
     def stats(self) -> dict[str, float]:
         out = self.averages.means("sam")

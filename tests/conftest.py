@@ -83,3 +83,12 @@ def learnable_mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     write_learnable_mnist(root / "mnist", 700, 200, seed=0)
     return root
+
+
+@pytest.fixture
+def tiny_mnist_env(learnable_mnist_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``learnable_mnist_dir`` found through ``$LOTTERY_LAB_DATA`` for one test."""
+    from lottery_common import DATA_ENV
+
+    monkeypatch.setenv(DATA_ENV, str(learnable_mnist_dir))
+    return learnable_mnist_dir

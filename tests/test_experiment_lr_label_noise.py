@@ -13,7 +13,6 @@ import pytest
 from experiments.engine import check_claims
 from experiments.sakamoto2022 import lr_label_noise as ln
 from experiments.sakamoto2022 import tickets
-from lottery_common import DATA_ENV
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,13 +26,8 @@ def _cell(**changes: object) -> dict:
     return cell
 
 
-@pytest.fixture
-def tiny_data(learnable_mnist_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(DATA_ENV, str(learnable_mnist_dir))
-    return learnable_mnist_dir
 
-
-def test_run_cell_rows_with_and_without_label_noise(tiny_data: Path) -> None:
+def test_run_cell_rows_with_and_without_label_noise(tiny_mnist_env: Path) -> None:
     clean = ln.run_cell(_cell(), seed=1)
     noisy = ln.run_cell(_cell(label_noise=0.4), seed=1)
     assert clean["imp_level"] == [0, 1, 2] == noisy["imp_level"]

@@ -13,7 +13,6 @@ import pytest
 
 from experiments.engine import check_claims
 from experiments.sakamoto2022 import pac_bayes_bound as pbb
-from lottery_common import DATA_ENV
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,13 +26,8 @@ def _cell(**changes: object) -> dict:
     return cell
 
 
-@pytest.fixture
-def tiny_data(learnable_mnist_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(DATA_ENV, str(learnable_mnist_dir))
-    return learnable_mnist_dir
 
-
-def test_run_cell_gives_each_family_its_closed_form_kl_and_bound(tiny_data: Path) -> None:
+def test_run_cell_gives_each_family_its_closed_form_kl_and_bound(tiny_mnist_env: Path) -> None:
     from deep_lottery.pac_bayes import complexity_term, mask_kl, variational_bound
     from experiments.sakamoto2022.tickets import run_tickets
 

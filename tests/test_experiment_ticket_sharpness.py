@@ -15,7 +15,6 @@ import torch
 from experiments.engine import check_claims
 from experiments.sakamoto2022 import ticket_sharpness as ts
 from experiments.sakamoto2022.tickets import LARGE_LR, SMALL_LR
-from lottery_common import DATA_ENV
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -29,13 +28,8 @@ def _cell(**changes: object) -> dict:
     return cell
 
 
-@pytest.fixture
-def tiny_data(learnable_mnist_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(DATA_ENV, str(learnable_mnist_dir))
-    return learnable_mnist_dir
 
-
-def test_run_cell_measures_the_ticket_curvature_of_every_level(tiny_data: Path) -> None:
+def test_run_cell_measures_the_ticket_curvature_of_every_level(tiny_mnist_env: Path) -> None:
     params = _cell(model="lenet_300_100", hessian_examples=30, probes=60, power_iterations=60)
     row = ts.run_cell(params, seed=3)
     assert row["imp_level"] == [0, 1, 2]
@@ -58,7 +52,7 @@ def _unit(op, i: int) -> torch.Tensor:
     return v
 
 
-def test_trace_matches_the_exact_masked_diagonal_on_a_tiny_ticket(tiny_data: Path) -> None:
+def test_trace_matches_the_exact_masked_diagonal_on_a_tiny_ticket(tiny_mnist_env: Path) -> None:
     """A ticket small enough for the exact diagonal: Hutchinson within 4 standard errors."""
     from deep_lottery.curvature import HessianOperator, hutchinson_trace
     from deep_lottery.data import TensorData

@@ -49,6 +49,7 @@ from .tickets import (
     each_full,
     finite_or_none,
     grid,
+    level_frame,
     missing_data,
     run_tickets,
     ticket_row,
@@ -105,22 +106,7 @@ def run_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
 
 def _long(runs: pd.DataFrame, prefix: str, fields: tuple[str, ...]) -> pd.DataFrame:
     """One row per (run, level) of the ``<prefix>_<field>`` lists (failed rows skipped)."""
-    keys = [k for k in KEYS if k in runs.columns]
-    out = []
-    if f"{prefix}_level" in runs.columns:
-        for _, run in runs.iterrows():
-            levels = run[f"{prefix}_level"]
-            if not hasattr(levels, "__len__"):
-                continue
-            for i, level in enumerate(levels):
-                item = {k: run[k] for k in keys}
-                item["level"] = int(level)
-                for f in fields:
-                    values = run.get(f"{prefix}_{f}")
-                    value = values[i] if hasattr(values, "__len__") and i < len(values) else None
-                    item[f] = math.nan if value is None else float(value)
-                out.append(item)
-    return pd.DataFrame(out, columns=[*keys, "level", *fields])
+    return level_frame(runs, KEYS, fields, prefix)
 
 
 def comparison(runs: pd.DataFrame) -> pd.DataFrame:

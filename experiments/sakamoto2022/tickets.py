@@ -271,24 +271,26 @@ def ticket_row(tickets: Tickets, fields: tuple[str, ...] = ROW_FIELDS) -> dict[s
     return row
 
 
-def level_frame(runs: Any, keys: tuple[str, ...], fields: tuple[str, ...]) -> Any:
-    """One row per (run, IMP level): ``keys``, ``level`` and ``fields`` (NaN where a run lacks a
-    field, e.g. the noisy-label accuracies of a clean run; failed rows are skipped)."""
+def level_frame(runs: Any, keys: tuple[str, ...], fields: tuple[str, ...],
+                prefix: str = "imp") -> Any:
+    """One row per (run, level) of the ``<prefix>_<field>`` lists: ``keys``, ``level`` and
+    ``fields`` (NaN where a run lacks a field, e.g. the noisy-label accuracies of a clean run;
+    failed rows are skipped)."""
     import pandas as pd
 
     keys = tuple(k for k in keys if k in runs.columns)
     out = []
-    if "imp_level" in runs.columns:
+    if f"{prefix}_level" in runs.columns:
         for _, run in runs.iterrows():
-            levels = run["imp_level"]
+            levels = run[f"{prefix}_level"]
             if not hasattr(levels, "__len__"):
                 continue
             for i, level in enumerate(levels):
                 item = {k: run[k] for k in keys}
                 item["level"] = int(level)
                 for f in fields:
-                    values = run.get(f"imp_{f}")
-                    value = values[i] if hasattr(values, "__len__") else None
+                    values = run.get(f"{prefix}_{f}")
+                    value = values[i] if hasattr(values, "__len__") and i < len(values) else None
                     item[f] = math.nan if value is None else float(value)
                 out.append(item)
     return pd.DataFrame(out, columns=[*keys, "level", *fields])
